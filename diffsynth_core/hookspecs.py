@@ -1,0 +1,167 @@
+"""Every hook of diffsynth, grouped by the phase in which it is called.
+
+The pluggy project name and the entry-point group are both ``diffsynth``. A plugin is a module
+(or object) with functions marked ``@diffsynth_core.hookimpl`` whose names are the names below.
+Hooks are always called with keyword arguments, so an implementation may accept only the
+arguments it needs, in any order. After loading, the plugin manager runs
+``pm.check_pending()``: a function named ``diffsynth_*`` that matches no spec, or that asks for
+an argument the spec does not give, marks its plugin as broken instead of being silently
+ignored.
+
+Phases, in the order a ``diffsynth train`` run meets them:
+
+1. registration -- ``diffsynth_register_models``, ``diffsynth_register_losses``,
+   ``diffsynth_register_commands``: called once, when the plugin manager is built.
+2. loading -- ``diffsynth_load_pipeline``, ``diffsynth_pipeline_units``: called by
+   :func:`diffsynth_core.pipeline.load_pipeline` for the selected family.
+3. execution -- ``diffsynth_run_unit``: called for every unit of every forward pass
+   (training and inference share it).
+4. saving -- ``diffsynth_checkpoint_name``, ``diffsynth_convert_state_dict``: called by
+   :class:`diffsynth_core.training.logger.ModelLogger` for every checkpoint it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("diffsynth")
+
+
+# --- 1. registration ------------------------------------------------------------------------
+
+
+@hookspec
+def diffsynth_register_models(register: Callable[[Any], None]) -> None:
+    """Register the model families this plugin provides.
+
+    Called once per plugin while the plugin manager is built (so also by ``diffsynth --help``:
+    keep it free of heavy imports). Call ``register(ModelFamily(...))`` once per family. The
+    registry records which plugin and distribution registered it. A family name registered
+    by two plugins is an error naming both distributions; the second plugin is marked broken.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def diffsynth_register_losses(register: Callable[..., None]) -> None:
+    """Register training losses selectable with ``--loss NAME``.
+
+    Called once per plugin while the plugin manager is built. Call
+    ``register(name, loss_fn, description="...")`` where ``loss_fn(pipe, **inputs)`` returns a
+    scalar tensor; ``inputs`` are the shared and positive inputs after every pipeline unit has
+    run. The built-in ``sft`` loss (flow-matching supervised fine-tuning) is registered
+    through this same hook by the ``builtin`` plugin. A name registered twice is an error.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def diffsynth_register_commands(cli: Any) -> None:
+    """Add subcommands to the ``diffsynth`` command line.
+
+    Called once per plugin when the CLI is built. ``cli`` is the top-level ``click.Group``;
+    add commands with ``cli.add_command(cmd)`` or ``@cli.command()`` /
+    ``@cli.group()``. Import torch and model code inside the command body, not here, so
+    ``diffsynth --help`` stays fast. A command whose name is already taken is refused and the
+    plugin is reported as broken.
+
+    Return value: ignored.
+    """
+
+
+# --- 2. loading -----------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def diffsynth_load_pipeline(
+    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any
+) -> Any:
+    """Build the pipeline of ``family`` from weight files.
+
+    Called by :func:`diffsynth_core.pipeline.load_pipeline` (``diffsynth train``,
+    ``diffsynth generate``, the seed-style ``from_pretrained``). ``family`` is a
+    :class:`~diffsynth_core.registry.ModelFamily`; ``model_configs`` maps a component name
+    (``dit``, ``vae``, ``text_encoder``, ``tokenizer`` ...) to a
+    :class:`~diffsynth_core.loading.ModelConfig` whose ``resolve()`` gives the files on disk;
+    ``device`` is a torch device string; ``torch_dtype`` the dtype for the weights.
+
+    Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` when the family is not
+    yours. firstresult: the first non-``None`` result wins, so a plugin can override another's
+    loader by being registered later (pluggy calls later plugins first) or with
+    ``tryfirst=True``.
+    """
+
+
+@hookspec
+def diffsynth_pipeline_units(family: Any, pipe: Any) -> list[Any] | None:
+    """Contribute extra pipeline units to a freshly loaded pipeline.
+
+    Called once per :func:`~diffsynth_core.pipeline.load_pipeline`, right after
+    ``diffsynth_load_pipeline``, with the same ``family`` and the loaded ``pipe``. Return a list
+    of :class:`~diffsynth_core.pipeline.PipelineUnit` (or ``None``). A unit whose
+    ``insert_before`` names an existing unit is inserted in front of it, otherwise it is
+    appended. Results of all plugins are combined in call order. This is how one plugin
+    extends another's pipeline without editing it (the ControlNet plugin adds its unit to the
+    Qwen-Image pipeline this way).
+    """
+
+
+# --- 3. execution ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def diffsynth_run_unit(
+    unit: Any,
+    pipe: Any,
+    inputs_shared: dict[str, Any],
+    inputs_posi: dict[str, Any],
+    inputs_nega: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """Run one pipeline unit.
+
+    Called by :meth:`~diffsynth_core.pipeline.BasePipeline.unit_runner` for every unit, in
+    training and in inference. Return the updated ``(inputs_shared, inputs_posi,
+    inputs_nega)``. firstresult: the built-in implementation (``trylast``) does the real work
+    (separate CFG passes, take-over units, declared inputs and outputs); a plugin may replace
+    it for some units by returning a result first. To observe units (timing, caching, logging)
+    without changing them, implement it as a wrapper: ``@hookimpl(wrapper=True)`` and
+    ``result = yield``.
+    """
+
+
+# --- 4. saving ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def diffsynth_checkpoint_name(kind: str, step: int, epoch: int, family: Any) -> str | None:
+    """Name a checkpoint file.
+
+    Called by ``ModelLogger`` each time it saves. ``kind`` is ``"step"`` (every N steps),
+    ``"epoch"`` (end of an epoch) or ``"final"`` (end of training); ``step`` is the global
+    optimizer step, ``epoch`` the 0-based epoch; ``family`` the ModelFamily or ``None`` for a
+    hand-written training module. Return a file name ending in ``.safetensors`` (no folder),
+    or ``None`` to leave it to the next implementation. The built-in default gives
+    ``step-000100.safetensors``, ``epoch-0.safetensors`` and ``final.safetensors``.
+    """
+
+
+@hookspec(firstresult=True)
+def diffsynth_convert_state_dict(
+    state_dict: dict[str, Any], format: str, family: Any, kind: str
+) -> dict[str, Any] | None:
+    """Rename the keys of a trainable state dict for an export format.
+
+    Called by ``ModelLogger`` before every write. ``state_dict`` has module-path keys as
+    peft's ``get_peft_model_state_dict`` gives them (``transformer_blocks.0.attn.to_q.lora_A
+    .weight``) or plain parameter names for full training; ``format`` is the ``--lora-format``
+    value; ``family`` the ModelFamily (``export_prefix`` in its defaults) or ``None``; ``kind``
+    is ``"lora"`` or ``"full"``. Return the converted dict, or ``None`` when the format is not
+    yours. Built-ins: ``diffusers`` (``transformer.`` prefix, loads with
+    ``load_lora_weights``), ``comfyui`` (``diffusion_model.`` prefix) and ``peft`` (bare keys).
+    A format that no plugin converts is an error before training starts.
+    """

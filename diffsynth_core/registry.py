@@ -1,0 +1,145 @@
+"""Model families and the name -> family registry.
+
+A :class:`ModelFamily` is what a plugin contributes through ``diffsynth_register_models``: a
+name, the default weight files per component, the default training settings and a builder for
+an offline tiny preset. It holds no model code: loading goes through the
+``diffsynth_load_pipeline`` hook, so importing a plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import DuplicateFamilyError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class ComponentFiles:
+    """Where one component's files live in the official repository.
+
+    ``model_id`` is a hub id (``Qwen/Qwen-Image``), ``origin_file_pattern`` a glob inside it
+    (``transformer/diffusion_pytorch_model*.safetensors``; a trailing ``/`` means the whole
+    folder, as for tokenizers).
+    """
+
+    model_id: str
+    origin_file_pattern: str
+
+
+@dataclass(frozen=True)
+class FamilyOption:
+    """A family-specific flag for ``diffsynth train`` or ``diffsynth generate``.
+
+    ``name`` is the keyword the pipeline receives (``control_image``); the flag is the same
+    name with dashes (``--control-image``). ``kind`` says how the value is parsed: ``str``,
+    ``int``, ``float``, ``bool``, ``path`` (must exist), ``image`` (loaded as a PIL image),
+    ``images`` (comma list of images) or ``video`` (a video file or folder of frames).
+    """
+
+    name: str
+    kind: str = "str"
+    default: Any = None
+    help: str = ""
+    command: str = "both"  # "train", "generate" or "both"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """A family's default training settings; every field can be overridden by a flag."""
+
+    lora_base_model: str = "dit"
+    lora_target_modules: str = ""
+    lora_rank: int = 32
+    learning_rate: float = 1e-4
+    height: int | None = None
+    width: int | None = None
+    max_pixels: int = 1024 * 1024
+    division_factor: int = 16
+    num_frames: int | None = None
+    data_file_keys: tuple[str, ...] = ("image",)
+    required_columns: tuple[str, ...] = ("image", "prompt")
+    remove_prefix_in_ckpt: str = "pipe.dit."
+    export_prefix: str = "transformer"
+    gradient_checkpointing: bool = True
+    sample_height: int = 512
+    sample_width: int = 512
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A model family a plugin provides.
+
+    Attributes:
+        name: the ``--model`` name (``qwen-image``).
+        description: one line for ``diffsynth models``.
+        model_files: default files per component (``dit``, ``vae``, ``text_encoder``,
+            ``tokenizer`` ...), used when the user gives no ``--model-path``.
+        defaults: default training settings.
+        build_tiny: ``build_tiny(folder)`` writes a tiny model of the same classes, in the
+            official repository layout, into ``folder`` without any download.
+        options: family-specific flags of ``train`` / ``generate``.
+        base_family: the family whose pipeline this one extends (a ControlNet on its DiT).
+        plugin / distribution / version: filled in by the registry from the registering
+            plugin; a plugin never sets them.
+    """
+
+    name: str
+    description: str
+    model_files: Mapping[str, ComponentFiles] = field(default_factory=dict)
+    defaults: TrainingDefaults = field(default_factory=TrainingDefaults)
+    build_tiny: Callable[[Path], None] | None = None
+    options: tuple[FamilyOption, ...] = ()
+    base_family: str | None = None
+    plugin: str = ""
+    distribution: str = ""
+    version: str = ""
+
+    def options_for(self, command: str) -> list[FamilyOption]:
+        return [o for o in self.options if o.command in (command, "both")]
+
+
+class FamilyRegistry:
+    """Families by name; a second family with a taken name is an error naming both owners."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, ModelFamily] = {}
+        self.broken_hint: Callable[[str], str | None] = lambda name: None
+
+    def add(self, family: ModelFamily, *, plugin: str, distribution: str, version: str) -> None:
+        owned = replace(family, plugin=plugin, distribution=distribution, version=version)
+        old = self._families.get(family.name)
+        if old is not None:
+            raise DuplicateFamilyError(
+                f"model family {family.name!r} is registered twice: by {old.distribution or old.plugin}"
+                f" and by {distribution or plugin}. Uninstall one of them "
+                f"(or select plugins with DIFFSYNTH_LOAD_PLUGINS)."
+            )
+        self._families[family.name] = owned
+
+    def get(self, name: str) -> ModelFamily:
+        if name in self._families:
+            return self._families[name]
+        broken = self.broken_hint(name)
+        if broken:
+            raise UnknownModelError(broken)
+        known = ", ".join(sorted(self._families)) or "none"
+        raise UnknownModelError(
+            f"no model family {name!r} is installed (installed: {known}). "
+            f"Install its plugin, e.g. `pip install diffsynth-{name}`, then check `diffsynth models`."
+        )
+
+    def __iter__(self) -> Iterator[ModelFamily]:
+        return iter(sorted(self._families.values(), key=lambda f: f.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._families
+
+    def __len__(self) -> int:
+        return len(self._families)
