@@ -1,0 +1,1 @@
+"""The ``diffsynth`` command line: one module per command group."""

@@ -1,0 +1,138 @@
+"""DiffusionTrainingModule and switch_pipe_to_training_mode (the seed's training API).
+
+A training module owns a pipeline. ``__init__`` loads it and switches it to training mode
+(freeze everything, then make some models trainable and/or inject LoRA); ``forward(data)``
+fills the inputs exactly as for inference, runs every unit and returns the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+from .lora import inject_lora, load_lora_weights, read_lora_file, split_targets
+
+
+def _offloaded_checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # recompute in backward, and keep the few saved activations in CPU memory meanwhile
+    with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
+
+
+def _checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
+
+
+def set_gradient_checkpointing(model: torch.nn.Module, enabled: bool, offload: bool = False) -> None:
+    """Switch gradient checkpointing of a diffusers model (cheap: call it every step)."""
+    if not hasattr(model, "gradient_checkpointing"):
+        return
+    if enabled:
+        model._gradient_checkpointing_func = _offloaded_checkpoint if offload else _checkpoint
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing"):
+            module.gradient_checkpointing = enabled
+            if enabled:
+                module._gradient_checkpointing_func = model._gradient_checkpointing_func
+
+
+def gradient_checkpoint_forward(
+    block: Callable[..., Any], use_gradient_checkpointing: bool, use_gradient_checkpointing_offload: bool, *args: Any, **kwargs: Any
+) -> Any:
+    """Call ``block`` with checkpointing when training asks for it (hand-written model_fns)."""
+    if not (torch.is_grad_enabled() and use_gradient_checkpointing):
+        return block(*args, **kwargs)
+    runner = _offloaded_checkpoint if use_gradient_checkpointing_offload else _checkpoint
+    return runner(block, *args, **kwargs)
+
+
+def switch_pipe_to_training_mode(
+    pipe: Any,
+    trainable_models: str | Iterable[str] | None = None,
+    lora_base_model: str | None = None,
+    lora_target_modules: str | Iterable[str] = "",
+    lora_rank: int = 32,
+    lora_alpha: float | None = None,
+    lora_checkpoint: str | None = None,
+    lora_dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+) -> None:
+    """Freeze the pipeline, then unfreeze ``trainable_models`` and/or add LoRA to one model.
+
+    The LoRA weights default to fp32 even over a bf16 base: small updates to bf16 weights
+    round away. ``lora_checkpoint`` continues from a LoRA file in any supported key form.
+    """
+    pipe.scheduler.set_timesteps(pipe.scheduler.config.num_train_timesteps, training=True)
+    pipe.requires_grad_(False)
+    pipe.eval()
+    for name in split_targets(trainable_models or ""):
+        model = _model(pipe, name)
+        model.requires_grad_(True)
+        model.train()
+    if lora_base_model:
+        model = _model(pipe, lora_base_model)
+        inject_lora(model, lora_target_modules, lora_rank, lora_alpha, dtype=lora_dtype)
+        model.train()
+        if lora_checkpoint:
+            load_lora_weights(model, read_lora_file(lora_checkpoint, model, allow_pickle))
+
+
+def _model(pipe: Any, name: str) -> torch.nn.Module:
+    model = getattr(pipe, name, None)
+    if not isinstance(model, torch.nn.Module):
+        known = ", ".join(getattr(pipe, "model_names", ())) or "none"
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the pipeline has no model {name!r} (models: {known})")
+    return model
+
+
+class DiffusionTrainingModule(torch.nn.Module):
+    """Base of training modules: subclasses set ``self.pipe`` and implement ``forward``."""
+
+    switch_pipe_to_training_mode = staticmethod(switch_pipe_to_training_mode)
+
+    def trainable_modules(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_param_names(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    def export_trainable_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor] | None = None, remove_prefix: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Trainable weights only, with ``remove_prefix`` cut and peft's ``.default`` dropped."""
+        names = self.trainable_param_names()
+        source = state_dict if state_dict is not None else self.state_dict()
+        out = {}
+        for name, value in source.items():
+            if name not in names:
+                continue
+            if remove_prefix and name.startswith(remove_prefix):
+                name = name[len(remove_prefix) :]
+            out[name.replace(".default.", ".")] = value
+        return out
+
+
+class PipelineTrainingModule(DiffusionTrainingModule):
+    """The module ``diffsynth train`` builds for any family: the seed's forward, generically.
+
+    ``pipe.training_inputs(data)`` maps a batch to inference inputs; ``extra_inputs``
+    (``cfg_scale=1``, gradient checkpointing flags, timestep boundaries ...) are added to the
+    shared inputs; the loss comes from the loss hook (``--loss``).
+    """
+
+    def __init__(self, pipe: Any, loss_fn: Callable[..., torch.Tensor], extra_inputs: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.pipe = pipe
+        self.loss_fn = loss_fn
+        self.extra_inputs = dict(extra_inputs or {})
+
+    def forward(self, data: Mapping[str, Any]) -> torch.Tensor:
+        inputs_shared, inputs_posi, inputs_nega = self.pipe.training_inputs(data)
+        inputs_shared = {"cfg_scale": 1, "rand_device": self.pipe.device, **inputs_shared, **self.extra_inputs}
+        for unit in self.pipe.units:
+            inputs_shared, inputs_posi, inputs_nega = self.pipe.unit_runner(unit, self.pipe, inputs_shared, inputs_posi, inputs_nega)
+        return self.loss_fn(self.pipe, **inputs_shared, **inputs_posi)
