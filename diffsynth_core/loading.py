@@ -7,7 +7,6 @@ are read with ``torch.load(weights_only=True)``).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +200,3 @@ def _load_one(path: Path, device: str) -> dict[str, Any]:
     except Exception as exc:
         raise ModelFileError(f"{path} could not be read with weights_only=True: {exc}") from exc
 
-
-def matches(name: str, pattern: str | None) -> bool:
-    return pattern is None or fnmatch.fnmatch(name, pattern)
