@@ -48,6 +48,10 @@ class ConfigError(DiffSynthError):
     """A flag or config-file value is invalid (bad type, out of range, unknown key)."""
 
 
+class MissingDependencyError(ConfigError):
+    """An optional package a feature needs is not installed; the message names the pip command."""
+
+
 class ModelFileError(DiffSynthError):
     """A weight file is missing, unreadable, or in a refused format (pickle without opt-in)."""
 
@@ -70,10 +74,13 @@ class BadSampleError(DiffSynthError):
     skipped or stops the run.
     """
 
-    def __init__(self, message: str, *, row: int | None = None, path: str | None = None):
+    def __init__(
+        self, message: str, *, row: int | None = None, path: str | None = None, kind: str | None = None
+    ):
         super().__init__(message)
         self.row = row
         self.path = path
+        self.kind = kind
 
 
 # --- training -------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""A fast start-up pass over a dataset: which rows will load, which won't, and why.
+
+Nothing is decoded: images are checked from their headers (exists, inside the dataset folder,
+non-empty, readable by PIL, pixel count under the limit, big enough for the resize rule),
+videos for existence and size. This backs ``diffsynth train --check-data``:
+
+    report = validate(dataset)
+    print(report.format())
+    if not report.ok_rows:
+        raise DatasetError("no usable rows")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadSampleError
+from .bad_samples import BadRecord, describe, make_record
+from .files import GIF_EXTENSIONS, IMAGE_EXTENSIONS, check_file, frame_files, resolve_inside
+from .files import bad_sample as _bad
+from .images import DEFAULT_PIXEL_LIMIT, header_size
+from .operators import (
+    ImageCropAndResize,
+    LoadImage,
+    LoadImageList,
+    LoadVideo,
+    ToAbsolutePath,
+    find_operator,
+    split_paths,
+)
+from .video import probe_video_size
+
+if TYPE_CHECKING:
+    from .dataset import UnifiedDataset
+
+
+@dataclass
+class ColumnProbe:
+    """What a column's operator will do, read off the operator tree (no data touched)."""
+
+    base_path: Path
+    known: bool = True  # False: an operator of the user's that we can't read paths off
+    is_video: bool = False
+    is_list: bool = False
+    pixel_limit: int = DEFAULT_PIXEL_LIMIT
+    resize: ImageCropAndResize | None = None
+
+    @classmethod
+    def of(cls, dataset: UnifiedDataset, column: str) -> ColumnProbe:
+        operator = dataset.operator_for(column)
+        to_abs = find_operator(operator, ToAbsolutePath)
+        loader = find_operator(operator, LoadVideo) or find_operator(operator, LoadImage)
+        return cls(
+            base_path=to_abs.base_path if to_abs else dataset.base_path,
+            known=bool(to_abs or loader),
+            is_video=isinstance(loader, LoadVideo),
+            is_list=find_operator(operator, LoadImageList) is not None,
+            pixel_limit=loader.pixel_limit if loader else DEFAULT_PIXEL_LIMIT,
+            resize=find_operator(operator, ImageCropAndResize),
+        )
+
+    def paths(self, value: Any) -> list[Any]:
+        return split_paths(value) if self.is_list else [value]
+
+    def check(self, value: Any) -> tuple[int, int] | None:
+        """Size of the (first) file after resizing, or None for clips; BadSampleError if bad."""
+        if not self.known:
+            return None
+        sizes = [self._check_one(resolve_inside(self.base_path, v)) for v in self.paths(value)]
+        return sizes[0]
+
+    def _check_one(self, path: Path) -> tuple[int, int] | None:
+        if self.is_video and path.is_dir():
+            if not frame_files(path):
+                raise _bad("missing", "frame folder holds no image files", path=path)
+            return None
+        check_file(path)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS | GIF_EXTENSIONS:
+            return None  # a video file: existence and size are all a fast pass can check
+        size = header_size(path, self.pixel_limit)
+        return self.resize.size_for(*size) if self.resize else size
+
+    def target_size(self, value: Any) -> tuple[int, int]:
+        """The size this value will have after loading (cheapest way: config, header, 1 frame)."""
+        if self.resize is not None and self.resize.height is not None:
+            return self.resize.width, self.resize.height  # type: ignore[return-value]
+        path = resolve_inside(self.base_path, self.paths(value)[0])
+        size = (
+            probe_video_size(path, self.pixel_limit)
+            if self.is_video
+            else header_size(path, self.pixel_limit)
+        )
+        return self.resize.size_for(*size) if self.resize else size
+
+
+@dataclass
+class ValidationReport:
+    """Rows that will load (``ok_rows``) and refused ones with reasons (``refused`` records)."""
+
+    source: str
+    total_rows: int
+    ok_rows: list[int] = field(default_factory=list)
+    refused: list[BadRecord] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every row passed."""
+        return not self.refused
+
+    @property
+    def refused_rows(self) -> list[int]:
+        return sorted({int(r["row"]) for r in self.refused})
+
+    def format(self, limit: int = 20) -> str:
+        """A human report: one summary line, then one line per refused file (up to ``limit``)."""
+        lines = [
+            f"Checked {self.total_rows} row(s) of {self.source}: {len(self.ok_rows)} ok, "
+            f"{len(self.refused_rows)} refused."
+        ]
+        lines += [f"  {describe(record)}" for record in self.refused[:limit]]
+        if len(self.refused) > limit:
+            lines.append(f"  ... and {len(self.refused) - limit} more")
+        return "\n".join(lines)
+
+
+def validate(dataset: UnifiedDataset) -> ValidationReport:
+    """Check every metadata row's files from headers only; see :class:`ValidationReport`."""
+    source = str(dataset.metadata_path or dataset.base_path)
+    report = ValidationReport(source=source, total_rows=len(dataset.rows))
+    probes: dict[str, ColumnProbe] = {}
+    for row_index, row in enumerate(dataset.rows):
+        failures = []
+        for column in dataset.file_columns(row):
+            probe = probes.setdefault(column, ColumnProbe.of(dataset, column))
+            try:
+                probe.check(row.get(column))
+            except BadSampleError as error:
+                failures.append(
+                    make_record(
+                        error, index=row_index, row=row_index, column=column, value=row.get(column)
+                    )
+                )
+        report.refused.extend(failures)
+        if not failures:
+            report.ok_rows.append(row_index)
+    return report
+
+
+def row_target_sizes(dataset: UnifiedDataset, column: str) -> list[tuple[int, int] | None]:
+    """Each metadata row's size after the resize rule (None where it can't be read)."""
+    probe = ColumnProbe.of(dataset, column)
+    sizes: list[tuple[int, int] | None] = []
+    for row in dataset.rows:
+        try:
+            sizes.append(probe.target_size(row.get(column)))
+        except BadSampleError:
+            sizes.append(None)  # it will surface as a bad sample when loaded
+    return sizes
