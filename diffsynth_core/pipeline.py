@@ -39,6 +39,9 @@ class PipelineUnit:
         onload_model_names: pipeline models the unit uses, moved to the device before it runs.
         insert_before: when contributed through ``diffsynth_pipeline_units``, the name of the
             unit to insert this one in front of (``None``: append).
+        cacheable: the unit's outputs are a pure function of its declared inputs (no random
+            numbers, no trainable weights), so ``--cache-features`` may compute them once per
+            sample and reuse them (text embeddings, VAE latents of the input image).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class PipelineUnit:
         output_params: Iterable[str] = (),
         onload_model_names: Iterable[str] = (),
         insert_before: str | None = None,
+        cacheable: bool = False,
     ) -> None:
         self.separate_cfg = separate_cfg
         self.take_over = take_over
@@ -60,6 +64,7 @@ class PipelineUnit:
         self.output_params = tuple(output_params)
         self.onload_model_names = tuple(onload_model_names)
         self.insert_before = insert_before
+        self.cacheable = cacheable and not take_over  # a take-over unit declares no inputs
 
     @property
     def name(self) -> str:
@@ -99,6 +104,15 @@ def run_unit(
         nega = {k: inputs_nega.get(v) for k, v in unit.input_params_nega.items()}
         inputs_nega.update(_checked(unit, unit.process(pipe, **shared_kwargs, **nega)))
     return inputs_shared, inputs_posi, inputs_nega
+
+
+def _on_device(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether the model's first parameter is on ``device`` ("cuda" matches "cuda:0")."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return True
+    here = param.device
+    return here.type == device.type and (device.index is None or here.index == device.index)
 
 
 class PipelineUnitRunner:
@@ -182,7 +196,8 @@ class BasePipeline(torch.nn.Module):
     def load_models_to_device(self, names: Iterable[str]) -> None:
         for name in names:
             model = getattr(self, name, None)
-            if isinstance(model, torch.nn.Module):
+            # .to() walks every submodule even when nothing moves: milliseconds per unit and step
+            if isinstance(model, torch.nn.Module) and not _on_device(model, self.device):
                 model.to(self.device)
 
     def check_resize_height_width(self, height: int, width: int) -> tuple[int, int]:

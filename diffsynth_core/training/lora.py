@@ -23,7 +23,15 @@ import torch
 
 from ..errors import ModelFileError
 
-_PREFIXES = ("base_model.model.", "diffusion_model.", "transformer.", "pipe.dit.", "dit.", "model.", "unet.")
+_PREFIXES = (
+    "base_model.model.",
+    "diffusion_model.",
+    "transformer.",
+    "pipe.dit.",
+    "dit.",
+    "model.",
+    "unet.",
+)
 _KOHYA = re.compile(r"^lora_(?:unet|te\d?|transformer)_")
 
 
@@ -117,7 +125,9 @@ def normalize_lora_state_dict(
         elif kind == "alpha":
             pairs.setdefault(module, {})["alpha"] = value
     if not pairs:
-        raise ModelFileError("the file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up keys)")
+        raise ModelFileError(
+            "the file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up keys)"
+        )
     out = {}
     for module, parts in pairs.items():
         if "A" not in parts or "B" not in parts:
@@ -158,7 +168,9 @@ def load_lora_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
         )
 
 
-def merge_lora(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], scale: float = 1.0) -> int:
+def merge_lora(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], scale: float = 1.0
+) -> int:
     """Add ``scale * B @ A`` into the base weights (inference); returns the modules changed."""
     modules = dict(model.named_modules())
     count = 0
@@ -168,7 +180,9 @@ def merge_lora(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], scal
         name = key.rsplit(".lora_A.", 1)[0]
         layer = modules.get(name)
         if layer is None or not hasattr(layer, "weight"):
-            raise ModelFileError(f"LoRA module {name} is not in the model: is it for another model?")
+            raise ModelFileError(
+                f"LoRA module {name} is not in the model: is it for another model?"
+            )
         b = state_dict[f"{name}.lora_B.weight"]
         delta = (b.float() @ a.float()).reshape(layer.weight.shape) * scale
         layer.weight.data += delta.to(layer.weight.device, layer.weight.dtype)
@@ -176,7 +190,9 @@ def merge_lora(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], scal
     return count
 
 
-def read_lora_file(path: Any, model: torch.nn.Module, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+def read_lora_file(
+    path: Any, model: torch.nn.Module, allow_pickle: bool = False
+) -> dict[str, torch.Tensor]:
     """Read a LoRA file in any supported form, normalized against ``model``'s module names."""
     from ..loading import load_state_dict
 

@@ -25,7 +25,9 @@ def _checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
 
 
-def set_gradient_checkpointing(model: torch.nn.Module, enabled: bool, offload: bool = False) -> None:
+def set_gradient_checkpointing(
+    model: torch.nn.Module, enabled: bool, offload: bool = False
+) -> None:
     """Switch gradient checkpointing of a diffusers model (cheap: call it every step)."""
     if not hasattr(model, "gradient_checkpointing"):
         return
@@ -39,7 +41,11 @@ def set_gradient_checkpointing(model: torch.nn.Module, enabled: bool, offload: b
 
 
 def gradient_checkpoint_forward(
-    block: Callable[..., Any], use_gradient_checkpointing: bool, use_gradient_checkpointing_offload: bool, *args: Any, **kwargs: Any
+    block: Callable[..., Any],
+    use_gradient_checkpointing: bool,
+    use_gradient_checkpointing_offload: bool,
+    *args: Any,
+    **kwargs: Any,
 ) -> Any:
     """Call ``block`` with checkpointing when training asks for it (hand-written model_fns)."""
     if not (torch.is_grad_enabled() and use_gradient_checkpointing):
@@ -124,7 +130,12 @@ class PipelineTrainingModule(DiffusionTrainingModule):
     shared inputs; the loss comes from the loss hook (``--loss``).
     """
 
-    def __init__(self, pipe: Any, loss_fn: Callable[..., torch.Tensor], extra_inputs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        extra_inputs: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.pipe = pipe
         self.loss_fn = loss_fn
@@ -132,7 +143,14 @@ class PipelineTrainingModule(DiffusionTrainingModule):
 
     def forward(self, data: Mapping[str, Any]) -> torch.Tensor:
         inputs_shared, inputs_posi, inputs_nega = self.pipe.training_inputs(data)
-        inputs_shared = {"cfg_scale": 1, "rand_device": self.pipe.device, **inputs_shared, **self.extra_inputs}
+        inputs_shared = {
+            "cfg_scale": 1,
+            "rand_device": self.pipe.device,
+            **inputs_shared,
+            **self.extra_inputs,
+        }
         for unit in self.pipe.units:
-            inputs_shared, inputs_posi, inputs_nega = self.pipe.unit_runner(unit, self.pipe, inputs_shared, inputs_posi, inputs_nega)
+            inputs_shared, inputs_posi, inputs_nega = self.pipe.unit_runner(
+                unit, self.pipe, inputs_shared, inputs_posi, inputs_nega
+            )
         return self.loss_fn(self.pipe, **inputs_shared, **inputs_posi)

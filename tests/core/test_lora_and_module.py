@@ -9,7 +9,6 @@ import torch
 
 from diffsynth_core.errors import ConfigError, ModelFileError
 from diffsynth_core.pipeline import BasePipeline
-from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.lora import (
     inject_lora,
     load_lora_weights,
@@ -17,6 +16,7 @@ from diffsynth_core.training.lora import (
     merge_lora,
     normalize_lora_state_dict,
 )
+from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.module import DiffusionTrainingModule, gradient_checkpoint_forward
 
 

@@ -1,0 +1,230 @@
+"""Build a ``diffsynth train`` run from its settings: the CLI's side of the seed's train.py.
+
+``prepare`` resolves the settings (family defaults < config file < flags, family options);
+``train`` builds what the seed's script builds by hand -- accelerator, dataset, pipeline,
+training module, ModelLogger -- prints a start-up summary, writes ``training_args.json`` and
+calls :func:`~diffsynth_core.training.runner.launch_training_task`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .config import TrainConfig, read_config_file, resolve, split_file_values
+from .family_options import family_values, split_family_args
+
+METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl")
+
+
+@dataclass
+class TrainRun:
+    """Resolved settings: the TrainConfig, the family and its options (converted and raw)."""
+
+    config: TrainConfig
+    family: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    raw_options: dict[str, Any] = field(default_factory=dict)
+
+    def args_json(self, num_processes: int = 1) -> dict[str, Any]:
+        from .. import __version__
+
+        return {
+            "config": self.config.as_json(),
+            "family": self.family.name,
+            "family_version": self.family.version,
+            "family_options": {
+                k: str(v) if isinstance(v, Path) else v for k, v in self.raw_options.items()
+            },
+            "num_processes": num_processes,
+            "diffsynth_core": __version__,
+            "command": sys.argv,
+        }
+
+
+def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str]) -> TrainRun:
+    """Settings from flags (``cli``: only those given), the config file and extra family flags."""
+    from ..plugins import get_plugin_manager
+
+    file_values = read_config_file(config_file) if config_file else {}
+    model = cli.get("model") or file_values.get("model")
+    if not model:
+        raise ConfigError(
+            '--model is required (or `model = "..."` in --config); `diffsynth models` lists the installed families'
+        )
+    family = get_plugin_manager().get_family(model)
+    options = family.options_for("train")
+    file_config, file_options = split_file_values(
+        file_values, {o.name for o in options}, f"--config {config_file}"
+    )
+    raw = {**file_options, **split_family_args(extra_args, options, family.name, "train")}
+    config = resolve(cli, file_config, family)
+    if not config.dataset:
+        raise ConfigError(
+            "--dataset DIR is required (a folder of images with metadata.csv, or images with .txt captions)"
+        )
+    if config.lora_base_model and not config.lora_target_modules:
+        raise ConfigError(
+            "--lora-base-model needs --lora-target-modules (comma list of module names)"
+        )
+    return TrainRun(config, family, family_values(options, raw, config.num_frames), raw)
+
+
+def find_metadata(config: TrainConfig) -> str | None:
+    if config.metadata:
+        return config.metadata
+    found = [
+        Path(config.dataset or ".") / n
+        for n in METADATA_NAMES
+        if (Path(config.dataset or ".") / n).is_file()
+    ]
+    return str(found[0]) if found else None  # None: scan the folder for media + .txt captions
+
+
+def build_dataset(config: TrainConfig, family: Any) -> Any:
+    """UnifiedDataset with the family's data keys, required columns and resize rule."""
+    from ..data import UnifiedDataset
+
+    factor = family.defaults.division_factor
+    keys = [k.strip() for k in (config.data_file_keys or "image").split(",") if k.strip()]
+    size = {
+        "max_pixels": config.max_pixels,
+        "height": config.height,
+        "width": config.width,
+        "height_division_factor": factor,
+        "width_division_factor": factor,
+    }
+    image = UnifiedDataset.default_image_operator(config.dataset, **size)
+    video = (
+        UnifiedDataset.default_video_operator(
+            config.dataset, num_frames=config.num_frames or 81, **size
+        )
+        if any("video" in k for k in keys)
+        else None
+    )
+    main = video if "video" in keys[0] else image
+    special = {
+        k: (video if "video" in k else image)
+        for k in keys[1:]
+        if ("video" in k) != ("video" in keys[0])
+    }
+    return UnifiedDataset(
+        config.dataset, find_metadata(config), repeat=config.repeat, data_file_keys=keys, main_data_operator=main,
+        special_operator_map=special, required_columns=family.defaults.required_columns, on_bad_sample=config.on_bad_sample,
+    )  # fmt: skip
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # find_unused_parameters as in the seed: a family may leave some trainable branch unused
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # mixed_precision None: `accelerate launch` / `accelerate config` decide
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        kwargs_handlers=[ddp],
+    )
+
+
+def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
+    """(PipelineTrainingModule over the family's pipeline in training mode, where the files are)."""
+    import torch
+
+    from ..pipeline import load_pipeline
+    from ..plugins import get_plugin_manager
+    from .lora import split_targets
+    from .module import PipelineTrainingModule, switch_pipe_to_training_mode
+    from .presets import model_configs
+
+    c = run.config
+    configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    pipe = load_pipeline(run.family, configs, device=str(accelerator.device), torch_dtype=dtype)
+    switch_pipe_to_training_mode(
+        pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
+        lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
+    )  # fmt: skip
+    for name in split_targets(c.trainable_models or ""):
+        getattr(
+            pipe, name
+        ).float()  # trained weights stay fp32 under bf16: small updates would round away
+    extra = {
+        "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
+        "min_timestep_boundary": c.min_timestep_boundary, "max_timestep_boundary": c.max_timestep_boundary,
+        "timestep_sampling": c.timestep_sampling, **run.options,
+    }  # fmt: skip
+    return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
+
+
+def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
+    from .logger import ModelLogger
+
+    c = run.config
+    metadata = {"training_args": args, "model_files": where}
+    return ModelLogger(
+        c.output,
+        run.family.defaults.remove_prefix_in_ckpt,
+        c.lora_format,
+        run.family,
+        c.save_every_n_steps,
+        True,
+        c.keep_last,
+        metadata,
+    )
+
+
+def run_options(run: TrainRun) -> dict[str, Any]:
+    """The keyword options of launch_training_task."""
+    from .sampling import read_prompts
+
+    c, d = run.config, run.family.defaults
+    names = (
+        "batch_size", "gradient_accumulation_steps", "max_steps", "lr_scheduler", "warmup_steps", "max_grad_norm", "seed",
+        "optimizer", "weight_decay", "num_workers", "resume", "save_every_n_steps", "keep_last", "sample_every",
+        "sample_steps", "on_bad_sample", "cache_features",
+    )  # fmt: skip
+    options = {name: getattr(c, name) for name in names}
+    options["sample_prompts"] = read_prompts(c.sample_prompts) if c.sample_prompts else []
+    options["sample_height"], options["sample_width"] = (
+        c.height or d.sample_height,
+        c.width or d.sample_width,
+    )
+    options["sample_seed"], options["output_path"] = c.seed, Path(c.output)
+    return options
+
+
+def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
+    """Build everything and train; returns the TrainingResult."""
+    from accelerate.utils import set_seed
+
+    from .atomic import atomic_write_json
+    from .runner import launch_training_task
+    from .summary import startup_summary
+
+    c = run.config
+    accelerator = make_accelerator(c)
+    dataset = build_dataset(c, run.family)
+    set_seed(c.seed)  # LoRA initialisation: the same on every run and every process
+    module, where = build_module(run, accelerator)
+    args = run.args_json(accelerator.num_processes)
+    logger = build_logger(run, where, args)
+    if accelerator.is_main_process:
+        echo(startup_summary(run, where, module, dataset, accelerator))
+        atomic_write_json(Path(c.output) / "training_args.json", args)
+    return launch_training_task(
+        accelerator, dataset, module, logger, c.learning_rate, c.num_epochs, **run_options(run)
+    )
+
+
+def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
+    """``--check-data``: validate every row from file headers; exit status 1 if any is refused."""
+    from ..data import validate
+
+    report = validate(build_dataset(run.config, run.family))
+    echo(report.format())
+    return 0 if report.ok and report.ok_rows else 1

@@ -1,0 +1,158 @@
+"""``diffsynth train`` settings: one dataclass, filled from family defaults, a TOML file, flags.
+
+Precedence, lowest first: the field defaults below; the family's ``TrainingDefaults``; the
+``--config run.toml`` file (flat keys named like the flags, dashes or underscores, optionally
+under a ``[train]`` table; keys naming a family option set that option); the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from ..errors import ConfigError
+
+FAMILY_DEFAULTED = (
+    "lora_target_modules", "lora_rank", "learning_rate", "height", "width", "max_pixels",
+    "num_frames", "gradient_checkpointing",
+)  # fmt: skip
+COMMA_LISTS = ("data_file_keys", "lora_target_modules", "trainable_models")
+
+
+@dataclass
+class TrainConfig:
+    """Every ``diffsynth train`` setting; see docs/training.md for each flag."""
+
+    model: str | None = None
+    dataset: str | None = None
+    metadata: str | None = None
+    model_path: str | None = None
+    preset: str | None = None
+    output: str = "runs/train"
+    learning_rate: float = 1e-4
+    num_epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float | None = None
+    seed: int = 0
+    mixed_precision: str | None = None
+    gradient_checkpointing: bool = True
+    gradient_checkpointing_offload: bool = False
+    optimizer: str = "AdamW"
+    weight_decay: float | None = None
+    lora_base_model: str | None = None
+    lora_target_modules: str = ""
+    lora_rank: int = 32
+    lora_alpha: float | None = None
+    lora_checkpoint: str | None = None
+    trainable_models: str | None = None
+    loss: str = "sft"
+    timestep_sampling: str = "uniform"
+    min_timestep_boundary: float = 0.0
+    max_timestep_boundary: float = 1.0
+    height: int | None = None
+    width: int | None = None
+    max_pixels: int = 1024 * 1024
+    num_frames: int | None = None
+    repeat: int = 1
+    data_file_keys: str | None = None
+    save_every_n_steps: int | None = None
+    keep_last: int | None = None
+    lora_format: str = "diffusers"
+    resume: str | None = None
+    sample_prompts: str | None = None
+    sample_every: int | None = None
+    sample_steps: int = 20
+    on_bad_sample: str = "skip"
+    check_data: bool = False
+    num_workers: int = 0
+    allow_pickle: bool = False
+    cache_features: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    hints = get_type_hints(TrainConfig)
+    return {
+        name: tuple(a for a in get_args(h) if a is not type(None)) or (h,)
+        for name, h in hints.items()
+    }
+
+
+def check_types(values: dict[str, Any], where: str) -> None:
+    """A config-file value of the wrong type is an error naming the key and the file."""
+    types = _field_types()
+    for name, value in values.items():
+        allowed = types[name]
+        if value is None or (
+            float in allowed and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wanted = " or ".join(t.__name__ for t in allowed)
+            raise ConfigError(f"{name} in {where} must be {wanted}, not {value!r}")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML file's settings with keys as field names (``learning-rate`` -> ``learning_rate``)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config {path}: no such file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid TOML: {exc}") from exc
+    data = data.get("train", data)
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def split_file_values(
+    values: dict[str, Any], family_option_names: set[str], where: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TrainConfig values, family option values); any other key is an error listing the valid ones."""
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - names - family_option_names)
+    if unknown:
+        valid = ", ".join(sorted(names | family_option_names))
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)} in {where}; valid keys: {valid}"
+        )
+    config = {k: v for k, v in values.items() if k in names}
+    for key in COMMA_LISTS:  # a TOML list reads as the flag's comma list
+        if isinstance(config.get(key), list):
+            config[key] = ",".join(str(v) for v in config[key])
+    check_types(config, where)
+    return config, {k: v for k, v in values.items() if k not in names}
+
+
+def family_defaults(family: Any, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The family's TrainingDefaults as TrainConfig values.
+
+    LoRA on the family's default model only when the user asked for no full training
+    (``--trainable-models``) or named a LoRA base model themselves.
+    """
+    d = family.defaults
+    values = {name: getattr(d, name) for name in FAMILY_DEFAULTED}
+    values["data_file_keys"] = ",".join(d.data_file_keys)
+    if not explicit.get("trainable_models"):
+        values["lora_base_model"] = d.lora_base_model
+    return values
+
+
+def resolve(cli: dict[str, Any], file_values: dict[str, Any], family: Any | None) -> TrainConfig:
+    """Merge defaults < family < file < command line (``cli`` holds only given flags)."""
+    explicit = {**file_values, **cli}
+    merged = {**(family_defaults(family, explicit) if family is not None else {}), **explicit}
+    return TrainConfig(**merged)

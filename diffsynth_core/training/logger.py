@@ -1,0 +1,219 @@
+"""ModelLogger: writes the trained weights (LoRA or full) as safetensors checkpoints.
+
+File names come from the ``diffsynth_checkpoint_name`` hook and key names from
+``diffsynth_convert_state_dict`` (``--lora-format``), so a plugin can change both. Every file
+is written atomically (see :mod:`.atomic`) by the main process only, carries its provenance
+as safetensors metadata (family, base models, LoRA rank/alpha/targets, step, training args)
+and is listed in ``checkpoints.json``, which ``keep_last`` pruning reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, NonFiniteLossError
+from .atomic import atomic_write, atomic_write_json
+from .lora import lora_scale
+
+MANIFEST = "checkpoints.json"
+
+
+def _lora_layers(model: torch.nn.Module) -> dict[str, Any]:
+    """Rank, alpha and target module names of the peft LoRA layers in ``model``."""
+    ranks, alphas, targets = set(), set(), set()
+    for name, module in model.named_modules():
+        r = getattr(module, "r", None)
+        if isinstance(r, dict) and "default" in r:
+            ranks.add(r["default"])
+            alphas.add(module.lora_alpha["default"])
+            targets.add(name.rsplit(".", 1)[-1])
+    if not ranks:
+        return {}
+    return {"lora_rank": max(ranks), "lora_alpha": max(alphas), "target_modules": sorted(targets)}
+
+
+def assert_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse to write NaN/inf weights: they would silently ruin every later use of the file."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"refusing to save {what}: {len(bad)} tensor(s) hold NaN/inf (first: {bad[0]}). "
+            "Lower --learning-rate or set --max-grad-norm, then resume from the last good state."
+        )
+
+
+class ModelLogger:
+    """Saves checkpoints every N steps, every epoch and at the end (the seed's ModelLogger).
+
+    Args:
+        output_path: the run's output folder; checkpoints go directly into it.
+        remove_prefix_in_ckpt: cut from parameter names (``pipe.dit.``), so keys start at
+            the model that was trained.
+        export_format: ``--lora-format`` (``diffusers``, ``comfyui``, ``peft`` or a plugin's);
+            checked now, so a typo fails before training.
+        family: the ModelFamily (naming and conversion hooks see it); None for hand-made modules.
+        save_every_n_steps / save_every_epoch: when ``on_step_end`` / ``on_epoch_end`` save.
+        keep_last: keep only the newest K step checkpoints (epoch and final ones are kept).
+        metadata: extra provenance for every file (``training_args``, ``base_models`` ...).
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike[str],
+        remove_prefix_in_ckpt: str | None = None,
+        export_format: str = "diffusers",
+        family: Any = None,
+        save_every_n_steps: int | None = None,
+        save_every_epoch: bool = True,
+        keep_last: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        from ..plugins import get_plugin_manager
+
+        if keep_last is not None and keep_last < 1:
+            raise ConfigError(f"keep_last must be at least 1, not {keep_last}")
+        self.output_path = Path(output_path)
+        self.remove_prefix_in_ckpt = remove_prefix_in_ckpt
+        self.export_format = export_format
+        self.family = family
+        self.save_every_n_steps = save_every_n_steps
+        self.save_every_epoch = save_every_epoch
+        self.keep_last = keep_last
+        self.metadata = dict(metadata or {})
+        self.manager = get_plugin_manager()
+        self.manager.convert_state_dict({}, export_format, family, "lora")  # UnknownFormatError now
+
+    # -- when to save (called by the runner on every process) -------------------------------
+
+    def step_due(self, step: int) -> bool:
+        """Whether ``on_step_end`` saves at ``step`` (every N steps)."""
+        return bool(self.save_every_n_steps and step % self.save_every_n_steps == 0)
+
+    def on_step_end(
+        self, accelerator: Any, model: torch.nn.Module, step: int, epoch: int
+    ) -> Path | None:
+        return self.save(accelerator, model, "step", step, epoch) if self.step_due(step) else None
+
+    def on_epoch_end(
+        self, accelerator: Any, model: torch.nn.Module, epoch: int, step: int
+    ) -> Path | None:
+        return (
+            self.save(accelerator, model, "epoch", step, epoch) if self.save_every_epoch else None
+        )
+
+    def on_training_end(
+        self, accelerator: Any, model: torch.nn.Module, step: int, epoch: int
+    ) -> Path | None:
+        return self.save(accelerator, model, "final", step, epoch)
+
+    def save(
+        self, accelerator: Any, model: torch.nn.Module, kind: str, step: int, epoch: int
+    ) -> Path | None:
+        """Collect the weights on every process (FSDP gathers), write them on the main one."""
+        state = accelerator.get_state_dict(model)
+        path = None
+        if accelerator.is_main_process:
+            path = self.write(accelerator.unwrap_model(model), state, kind, step, epoch)
+        accelerator.wait_for_everyone()
+        return path
+
+    # -- what is written ------------------------------------------------------------------
+
+    def export(
+        self, model: torch.nn.Module, state: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """Trainable weights with bare keys and alpha/rank folded into lora_B; (dict, is_lora)."""
+        if hasattr(model, "export_trainable_state_dict"):
+            tensors = model.export_trainable_state_dict(
+                state, remove_prefix=self.remove_prefix_in_ckpt
+            )
+        else:
+            names = {n for n, p in model.named_parameters() if p.requires_grad}
+            tensors = {
+                n.removeprefix(self.remove_prefix_in_ckpt or ""): v
+                for n, v in state.items()
+                if n in names
+            }
+        is_lora = any(".lora_A." in k for k in tensors)
+        scale = lora_scale(model) if is_lora else 1.0
+        out = {}
+        for key, value in tensors.items():
+            value = value.detach().to("cpu").contiguous()
+            out[key] = value * scale if ".lora_B." in key and scale != 1.0 else value
+        return out, is_lora
+
+    def file_metadata(
+        self, model: torch.nn.Module, kind: str, step: int, epoch: int, is_lora: bool
+    ) -> dict[str, str]:
+        """safetensors metadata: strings only, structured values as JSON."""
+        info: dict[str, Any] = {
+            "kind": kind,
+            "step": step,
+            "epoch": epoch,
+            "weights": "lora" if is_lora else "full",
+        }
+        info["export_format"] = self.export_format
+        if self.family is not None:
+            info["family"] = self.family.name
+            info["base_models"] = sorted({f.model_id for f in self.family.model_files.values()})
+        if is_lora:
+            info.update(_lora_layers(model), lora_alpha_folded=True)
+        info.update(self.metadata)
+        meta = {"format": "pt"}
+        meta.update(
+            {
+                f"diffsynth.{k}": v if isinstance(v, str) else json.dumps(v, default=str)
+                for k, v in info.items()
+            }
+        )
+        return meta
+
+    def write(
+        self,
+        model: torch.nn.Module,
+        state: dict[str, torch.Tensor],
+        kind: str,
+        step: int,
+        epoch: int,
+    ) -> Path:
+        """Export, check, convert, name and atomically write one checkpoint; prune old ones."""
+        from safetensors.torch import save_file
+
+        tensors, is_lora = self.export(model, state)
+        name = self.manager.hook.diffsynth_checkpoint_name(
+            kind=kind, step=step, epoch=epoch, family=self.family
+        )
+        path = self.output_path / name
+        assert_finite(tensors, str(path))
+        converted = self.manager.convert_state_dict(
+            tensors, self.export_format, self.family, "lora" if is_lora else "full"
+        )
+        meta = self.file_metadata(model, kind, step, epoch, is_lora)
+        atomic_write(path, lambda tmp: save_file(converted, str(tmp), metadata=meta))
+        self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
+        return path
+
+    # -- the manifest and pruning ------------------------------------------------------------
+
+    def saved(self) -> list[dict[str, Any]]:
+        """Checkpoints written so far in this output folder (across resumed runs), oldest first."""
+        manifest = self.output_path / MANIFEST
+        return json.loads(manifest.read_text()) if manifest.exists() else []
+
+    def latest(self) -> Path | None:
+        entries = self.saved()
+        return self.output_path / entries[-1]["file"] if entries else None
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        entries = [e for e in self.saved() if e["file"] != entry["file"]] + [entry]
+        if self.keep_last:
+            steps = [e for e in entries if e["kind"] == "step"]
+            for old in steps[: max(0, len(steps) - self.keep_last)]:
+                (self.output_path / old["file"]).unlink(missing_ok=True)
+                entries.remove(old)
+        atomic_write_json(self.output_path / MANIFEST, entries)

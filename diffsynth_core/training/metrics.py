@@ -1,0 +1,152 @@
+"""What a run reports as it goes: progress bar, ``logs/metrics.csv``, TensorBoard, ``loss.png``.
+
+Only the main process writes or draws. The CSV is always written (flushed every row, so a
+killed run keeps its log); on resume, rows past the resumed step are dropped so the log reads
+like one unbroken run. TensorBoard is used when installed; the plot needs matplotlib and is
+skipped with a note otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write, atomic_write_text
+
+FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s")
+
+
+class MetricsLog:
+    """One row per optimizer step to CSV (and TensorBoard), plus the progress bar."""
+
+    def __init__(
+        self,
+        output_path: Path,
+        enabled: bool,
+        total_steps: int,
+        start_step: int,
+        progress: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.csv_path = Path(output_path) / "logs" / "metrics.csv"
+        self.notes: list[str] = []
+        self._last = time.perf_counter()
+        self._handle: Any = None
+        self._writer: Any = None
+        self._tensorboard: Any = None
+        self._bar: Any = None
+        if enabled:
+            self._open_csv(start_step)
+            self._tensorboard = self._open_tensorboard(Path(output_path) / "logs" / "tensorboard")
+            self._bar = self._open_bar(total_steps, start_step, progress)
+
+    def _open_csv(self, start_step: int) -> None:
+        kept = (
+            [r for r in read_metrics(self.csv_path) if int(r["step"]) <= start_step]
+            if start_step
+            else []
+        )
+        lines = [",".join(FIELDS)] + [",".join(str(r[f]) for f in FIELDS) for r in kept]
+        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        self._handle = self.csv_path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
+
+    def _open_tensorboard(self, folder: Path) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.notes.append(
+                "TensorBoard is not installed: logs/metrics.csv only (pip install tensorboard)"
+            )
+            return None
+        return SummaryWriter(str(folder))
+
+    @staticmethod
+    def _open_bar(total: int, start: int, progress: bool) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=total,
+            initial=start,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not progress,
+        )
+
+    def log(
+        self, step: int, epoch: int, loss: float, lr: float, grad_norm: float | None, samples: int
+    ) -> None:
+        """Record one optimizer step (no-op on other processes)."""
+        now = time.perf_counter()
+        speed, self._last = samples / max(now - self._last, 1e-9), now
+        if not self.enabled:
+            return
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "loss": f"{loss:.6g}",
+            "lr": f"{lr:.6g}",
+            "grad_norm": "" if grad_norm is None else f"{grad_norm:.6g}",
+            "samples_per_s": f"{speed:.3g}",
+        }
+        self._writer.writerow(row)
+        self._handle.flush()
+        if self._tensorboard is not None:
+            for key in ("loss", "lr", "grad_norm", "samples_per_s"):
+                if row[key] != "":
+                    self._tensorboard.add_scalar(f"train/{key}", float(row[key]), step)
+        self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
+        self._bar.update(1)
+
+    def write(self, message: str) -> None:
+        """A line above the progress bar (main process only; empty messages are dropped)."""
+        if self.enabled and message:
+            self._bar.write(message)
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._bar is not None:
+            self._bar.close()
+        self._handle = self._tensorboard = self._bar = None
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("step")]
+
+
+def plot_loss(metrics_csv: Path, out: Path) -> str | None:
+    """Draw loss against step into ``out``; returns a note when it cannot."""
+    rows = read_metrics(metrics_csv)
+    if not rows:
+        return "no metrics logged: loss.png not drawn"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on training machines
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: loss.png skipped (pip install matplotlib)"
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], linewidth=1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write(out, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
+    return None

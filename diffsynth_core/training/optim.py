@@ -1,0 +1,104 @@
+"""Optimizers (AdamW or any class by dotted path) and the learning-rate schedule.
+
+The schedule is a pure function of the optimizer step: ``lr(step)``. The runner sets each
+param group's ``lr`` from it before every optimizer step, so resuming needs nothing but the
+step number (saved with the training state), and no scheduler is stepped once per process
+(accelerate's prepared schedulers step ``num_processes`` times per call).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+SCHEDULES = ("constant", "linear", "cosine")
+OPTIMIZER_ALIASES = {
+    "adamw": "torch.optim.AdamW",
+    "adam": "torch.optim.Adam",
+    "sgd": "torch.optim.SGD",
+}
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """``AdamW`` (default), another alias, or a dotted path like ``bitsandbytes.optim.AdamW8bit``."""
+    path = OPTIMIZER_ALIASES.get(name.lower(), name)
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ConfigError(
+            f"--optimizer {name!r}: give AdamW, Adam, SGD or a dotted path (bitsandbytes.optim.AdamW8bit)"
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"--optimizer {name!r} cannot be imported ({exc}); is its package installed?"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"--optimizer {name!r} is not a torch.optim.Optimizer subclass")
+    return cls
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter],
+    name: str = "AdamW",
+    learning_rate: float = 1e-4,
+    weight_decay: float | None = None,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    """The optimizer over ``params``; ``weight_decay`` None keeps the class's own default."""
+    params = list(params)
+    if not params:
+        raise ConfigError(
+            "nothing to train: no parameter requires grad. Give --lora-base-model and "
+            "--lora-target-modules, or --trainable-models."
+        )
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return optimizer_class(name)(params, lr=learning_rate, **kwargs)
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Linear warm-up from 0 over ``warmup_steps``, then constant, linear or cosine decay to 0."""
+
+    name: str
+    base_lr: float
+    warmup_steps: int
+    total_steps: int
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ConfigError(
+                f"--lr-scheduler {self.name!r} is unknown; use one of {', '.join(SCHEDULES)}"
+            )
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps must be >= 0, not {self.warmup_steps}")
+
+    def factor(self, step: int) -> float:
+        """The multiplier of ``base_lr`` for optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.name == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        if self.name == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def __call__(self, step: int) -> float:
+        return self.base_lr * self.factor(step)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set every param group's lr for ``step``; returns it."""
+        lr = self(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr

@@ -1,0 +1,228 @@
+"""``launch_training_task``: the training loop, as one explicit recipe.
+
+Read :func:`launch_training_task` top to bottom: it is the whole loop, with every accelerate
+call in sight (``prepare``, ``accumulate``, ``backward``, ``clip_grad_norm_``,
+``is_main_process``, ``wait_for_everyone``). The small components it uses live beside it:
+the batch plan (:mod:`.batches`), the LR schedule and optimizer (:mod:`.optim`), training
+states (:mod:`.state`), guards against lost work (:mod:`.guards`), metrics
+(:mod:`.metrics`), samples (:mod:`.sampling`), stop signals (:mod:`.signals`) and the
+feature cache (:mod:`.cache`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import BadSampleError, ConfigError
+from .atomic import clean_temporaries
+from .batches import EpochBatches
+from .cache import FeatureCache
+from .guards import BadBatches, StateKeeper
+from .metrics import MetricsLog, plot_loss
+from .optim import LRSchedule, build_optimizer
+from .options import RunOptions
+from .sampling import SampleRenderer
+from .signals import StopRequest
+from .state import TrainingPosition, TrainingStates
+
+
+@dataclass
+class TrainingResult:
+    """What a run did; ``interrupted`` names the signal that stopped it early, if any."""
+
+    output_path: Path
+    steps: int
+    epoch: int
+    loss: float | None
+    checkpoint: Path | None
+    state: Path | None
+    interrupted: str | None = None
+    bad_samples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def launch_training_task(
+    accelerator: Any,
+    dataset: Any,
+    model: torch.nn.Module,
+    model_logger: Any,
+    learning_rate: float = 1e-4,
+    num_epochs: int = 1,
+    **options: Any,
+) -> TrainingResult:
+    """Train ``model`` on ``dataset``; checkpoints through ``model_logger``.
+
+    The seed's positional signature; keyword ``options`` are the fields of
+    :class:`~diffsynth_core.training.options.RunOptions` (batch_size, max_steps, resume ...).
+    ``model(data)`` returns the loss; ``model.trainable_modules()`` gives what is optimized.
+    """
+    opts = RunOptions.create(learning_rate=learning_rate, num_epochs=num_epochs, **options)
+    output = _prepare_run(accelerator, dataset, model_logger, opts)
+    plan = EpochBatches.for_run(dataset, opts, accelerator)
+    total_steps = opts.total_steps(plan.steps_per_epoch)
+    schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
+    optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    states = TrainingStates(output / "state", plan.layout(), keep=opts.keep_last or 1)
+    keeper = StateKeeper(states, accelerator, model, optimizer)
+    resume_from = states.find(opts.resume)
+    position = TrainingPosition()
+    if resume_from:
+        position = states.load(accelerator, model, optimizer, resume_from)
+    log = MetricsLog(output, accelerator.is_main_process, total_steps, position.step, opts.progress)
+    log.write(_resume_note(opts.resume, resume_from, position, states.root))
+    bad = BadBatches(output, accelerator.process_index, dataset)
+    samples = SampleRenderer.from_options(opts, output)
+    cache = FeatureCache() if opts.cache_features else None
+    if position.step == 0:
+        samples.render(accelerator, model, 0)
+
+    loss_value, lr, grad_norm = None, schedule(position.step), None
+    # keeper.saved_on: under --on-bad-sample error, save the steps done before the error ends the run
+    with (
+        StopRequest() as stop,
+        log,
+        cache.installed(_manager()) if cache else nullcontext(),
+        keeper.saved_on(BadSampleError, lambda: position),
+    ):
+        for epoch in range(position.epoch, opts.num_epochs_needed(plan.steps_per_epoch)):
+            start = position.batch if epoch == position.epoch else 0
+            step_losses: list[float] = []
+            for index, batch in enumerate(plan.loader(epoch, start, opts.num_workers), start=start):
+                data, weight = bad.usable(batch, position)  # weight 0: every sample was bad
+                with accelerator.accumulate(model):
+                    loss = model(data) * weight
+                    reduced = accelerator.reduce(loss.detach(), reduction="mean")
+                    keeper.check_finite(reduced, "loss", position)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        max_norm = opts.max_grad_norm or math.inf  # inf: measure, never clip
+                        grad_norm = accelerator.clip_grad_norm_(params, max_norm)
+                        keeper.check_finite(grad_norm, "gradient norm", position)
+                        lr = schedule.apply(optimizer, position.step)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                step_losses.append(float(reduced))
+                if not accelerator.sync_gradients:
+                    continue
+                position = position.after_step(batch=index + 1)
+                loss_value, step_losses = sum(step_losses) / len(step_losses), []
+                log.log(
+                    position.step, epoch, loss_value, lr, _number(grad_norm), plan.samples_per_step
+                )
+                if model_logger.step_due(position.step):  # the same answer on every process
+                    model_logger.on_step_end(accelerator, model, position.step, epoch)
+                    keeper.save(position)
+                if samples.due(position.step):
+                    samples.render(accelerator, model, position.step)
+                if stop.agreed(accelerator) or position.step >= total_steps:
+                    break
+            if position.batch == plan.batches_per_epoch:  # the epoch ran to its end
+                position = position.next_epoch()
+                model_logger.on_epoch_end(accelerator, model, epoch, position.step)
+                keeper.save(position)
+            if stop.stopped or position.step >= total_steps:
+                break
+
+    state = keeper.save(position)
+    if stop.name:  # stopped by a signal: a step checkpoint, no final one
+        checkpoint = model_logger.save(accelerator, model, "step", position.step, position.epoch)
+    else:
+        checkpoint = model_logger.on_training_end(accelerator, model, position.step, position.epoch)
+        samples.render(accelerator, model, position.step)
+    notes = _finish(accelerator, output, log, bad, cache) + samples.notes
+    return TrainingResult(
+        output,
+        position.step,
+        position.epoch,
+        loss_value,
+        checkpoint,
+        state,
+        stop.name,
+        bad.total(accelerator),
+        notes,
+    )
+
+
+# -- small pieces of the recipe ----------------------------------------------------------------
+
+
+def _prepare_run(accelerator: Any, dataset: Any, model_logger: Any, opts: RunOptions) -> Path:
+    """Checks and settings before anything is built; returns the output folder."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:  # processes that each think they are alone
+        raise ConfigError(
+            f"{launched} processes were launched but accelerate sees {accelerator.num_processes}: "
+            "without GPUs, set ACCELERATE_USE_CPU=1 (e.g. `ACCELERATE_USE_CPU=1 accelerate launch "
+            "--multi_gpu --num_processes 2 ...`) so they train together over gloo."
+        )
+    if opts.save_every_n_steps is not None:
+        model_logger.save_every_n_steps = opts.save_every_n_steps
+    if opts.keep_last is not None:
+        model_logger.keep_last = opts.keep_last
+    if opts.on_bad_sample and hasattr(dataset, "on_bad_sample"):
+        dataset.on_bad_sample = opts.on_bad_sample
+    accelerator.gradient_accumulation_steps = opts.gradient_accumulation_steps
+    from accelerate.utils import set_seed
+
+    set_seed(
+        opts.seed + accelerator.process_index
+    )  # the same run every time; other noise per process
+    output = Path(opts.output_path or model_logger.output_path)
+    if accelerator.is_main_process:
+        clean_temporaries(output)  # what a killed save left behind
+        clean_temporaries(output / "state")
+    accelerator.wait_for_everyone()
+    return output
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    if hasattr(model, "trainable_modules"):  # the seed's DiffusionTrainingModule API
+        return list(model.trainable_modules())
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _manager() -> Any:
+    from ..plugins import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+def _resume_note(
+    resume: str | None, folder: Path | None, position: TrainingPosition, root: Path
+) -> str:
+    if folder is not None:
+        where = f"step {position.step} (epoch {position.epoch}, batch {position.batch})"
+        return f"resumed from {folder} at {where}"
+    return (
+        f"--resume {resume}: no saved state in {root} yet, starting from the beginning"
+        if resume
+        else ""
+    )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _finish(
+    accelerator: Any, output: Path, log: MetricsLog, bad: BadBatches, cache: FeatureCache | None
+) -> list[str]:
+    """The end-of-run notes: loss plot, bad samples, cache use (main process)."""
+    notes = list(log.notes)
+    if accelerator.is_main_process:
+        note = plot_loss(log.csv_path, output / "loss.png")
+        notes += [note] if note else []
+        notes.append(bad.log.summary())
+        notes += [cache.summary()] if cache is not None else []
+    accelerator.wait_for_everyone()
+    return notes

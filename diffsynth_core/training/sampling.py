@@ -1,0 +1,119 @@
+"""Sample images during training, made by the family's own pipeline.
+
+``samples/step-000000-0.png`` (before training), every ``sample_every`` steps and after
+training; one file per prompt. Sampling runs on the main process only and must not change
+training: RNG states, the scheduler (inference resets its timesteps) and train/eval modes are
+restored afterwards, so a run with samples ends with the same weights as one without.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .atomic import atomic_write
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines and ``#`` comments are skipped."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--sample-prompts {path}: no such file (one prompt per line)")
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@contextmanager
+def untouched_training_state(pipe: Any) -> Iterator[None]:
+    """Run inference inside; afterwards RNGs, scheduler and module modes are as before."""
+    modes = {m: m.training for m in pipe.modules()}
+    scheduler = copy.deepcopy(pipe.scheduler)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = (
+        [torch.cuda.current_device()]
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else []
+    )
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            pipe.eval()
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        pipe.scheduler = scheduler
+        for module, mode in modes.items():
+            module.training = mode
+
+
+class SampleRenderer:
+    """Makes the sample images of a run (see the module docstring)."""
+
+    def __init__(
+        self,
+        prompts: list[str],
+        every: int | None,
+        output_path: Path,
+        height: int,
+        width: int,
+        seed: int = 0,
+        num_inference_steps: int = 20,
+    ) -> None:
+        self.prompts = list(prompts)
+        self.every = every
+        self.folder = Path(output_path) / "samples"
+        self.settings = {
+            "height": height,
+            "width": width,
+            "num_inference_steps": num_inference_steps,
+        }
+        self.seed = seed
+        self.notes: list[str] = []
+
+    @classmethod
+    def from_options(cls, opts: Any, output_path: Path) -> SampleRenderer:
+        """From RunOptions: ``sample_prompts``, ``sample_every``, ``sample_height`` ..."""
+        return cls(
+            opts.sample_prompts,
+            opts.sample_every,
+            output_path,
+            opts.sample_height,
+            opts.sample_width,
+            opts.sample_seed,
+            opts.sample_steps,
+        )
+
+    def due(self, step: int) -> bool:
+        return bool(self.prompts and self.every and step % self.every == 0)
+
+    def render(self, accelerator: Any, model: torch.nn.Module, step: int) -> list[Path]:
+        """Every prompt through ``pipe(...)`` on the main process; others wait."""
+        paths: list[Path] = []
+        pipe = getattr(accelerator.unwrap_model(model), "pipe", None)
+        if pipe is None and self.prompts:
+            self.notes.append(
+                "sample prompts ignored: the training module has no .pipe to sample with"
+            )
+            self.prompts = []
+        if self.prompts and accelerator.is_main_process:
+            with untouched_training_state(pipe), accelerator.autocast():
+                paths = [self._one(pipe, step, i, prompt) for i, prompt in enumerate(self.prompts)]
+        accelerator.wait_for_everyone()
+        return paths
+
+    def _one(self, pipe: Any, step: int, index: int, prompt: str) -> Path:
+        result = pipe(prompt=prompt, seed=self.seed + index, **self.settings)
+        stem = self.folder / f"step-{step:06d}-{index}"
+        if isinstance(result, list):  # a video family returns frames
+            from ..data.video import save_video
+
+            return save_video(result, stem.with_suffix(".mp4"))
+        return atomic_write(stem.with_suffix(".png"), lambda tmp: result.save(tmp, format="PNG"))

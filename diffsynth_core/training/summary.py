@@ -1,0 +1,51 @@
+"""The start-up summary of ``diffsynth train``: what is about to happen, before it does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator: Any) -> str:
+    """Family, model files, trainable parameters, data, effective batch, steps, output."""
+    from ..data import validate
+    from .batches import EpochBatches
+
+    c, family = run.config, run.family
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    what = (
+        f"LoRA rank {c.lora_rank} on {c.lora_base_model} ({c.lora_target_modules})"
+        if c.lora_base_model
+        else ""
+    )
+    what = ", ".join(
+        x for x in (what, f"full: {c.trainable_models}" if c.trainable_models else "") if x
+    )
+    report = validate(dataset)
+    refused = (
+        f"{len(report.refused_rows)} refused (see --check-data)"
+        if report.refused_rows
+        else "0 refused"
+    )
+    plan = EpochBatches(
+        dataset,
+        c.batch_size,
+        c.gradient_accumulation_steps,
+        c.seed,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
+    steps = c.max_steps if c.max_steps else c.num_epochs * plan.steps_per_epoch
+    lines = [
+        f"diffsynth train: {family.name} (plugin {family.plugin}{' ' + family.version if family.version else ''})",
+        f"  model files : {where}",
+        f"  trainable   : {_count(trainable)} parameters; {what}",
+        f"  dataset     : {c.dataset}: {report.total_rows} rows, {refused}; x{c.repeat} = {_count(len(dataset))} samples",
+        f"  batch       : {c.batch_size} x {c.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es) = {plan.samples_per_step} per step",
+        f"  steps       : {steps} ({plan.steps_per_epoch} per epoch), lr {c.learning_rate:g} {c.lr_scheduler}, precision {accelerator.mixed_precision}",
+        f"  output      : {c.output}",
+    ]
+    return "\n".join(lines)
