@@ -43,7 +43,7 @@ def test_euler_step_matches_diffusers() -> None:
     gen = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 4, 8, generator=gen)
     a, b = sample.clone(), sample.clone()
-    for t_ref, t_ours in zip(ref.timesteps, ours.timesteps):
+    for t_ref, t_ours in zip(ref.timesteps, ours.timesteps, strict=True):
         out = torch.randn(1, 4, 8, generator=gen)
         a = ref.step(out, t_ref, a).prev_sample
         b = ours.step(out, t_ours, b)
