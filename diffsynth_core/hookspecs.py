@@ -3,10 +3,10 @@
 The pluggy project name and the entry-point group are both ``diffsynth``. A plugin is a module
 (or object) with functions marked ``@diffsynth_core.hookimpl`` whose names are the names below.
 Hooks are always called with keyword arguments, so an implementation may accept only the
-arguments it needs, in any order. After loading, the plugin manager runs
-``pm.check_pending()``: a function named ``diffsynth_*`` that matches no spec, or that asks for
-an argument the spec does not give, marks its plugin as broken instead of being silently
-ignored.
+arguments it needs, in any order. While loading, a function marked ``@hookimpl`` whose name
+matches no spec (a typo), or that asks for an argument its spec does not give, marks its
+plugin as broken instead of being silently ignored; ``pm.check_pending()`` runs after loading.
+A broken plugin is unregistered and whatever it had registered is taken back.
 
 Phases, in the order a ``diffsynth train`` run meets them:
 
@@ -41,6 +41,7 @@ def diffsynth_register_models(register: Callable[[Any], None]) -> None:
     keep it free of heavy imports). Call ``register(ModelFamily(...))`` once per family. The
     registry records which plugin and distribution registered it. A family name registered
     by two plugins is an error naming both distributions; the second plugin is marked broken.
+    An exception raised here marks the plugin broken too (its families are taken back).
 
     Return value: ignored.
     """
@@ -67,8 +68,10 @@ def diffsynth_register_commands(cli: Any) -> None:
     Called once per plugin when the CLI is built. ``cli`` is the top-level ``click.Group``;
     add commands with ``cli.add_command(cmd)`` or ``@cli.command()`` /
     ``@cli.group()``. Import torch and model code inside the command body, not here, so
-    ``diffsynth --help`` stays fast. A command whose name is already taken is refused and the
-    plugin is reported as broken.
+    ``diffsynth --help`` stays fast. A command whose name is already taken (by the core or an
+    earlier plugin), or an exception raised here, leaves the CLI as it was before this plugin
+    and marks the plugin broken. Plugins are called in load order: built-ins, then entry
+    points sorted by name.
 
     Return value: ignored.
     """
@@ -91,9 +94,9 @@ def diffsynth_load_pipeline(
     ``device`` is a torch device string; ``torch_dtype`` the dtype for the weights.
 
     Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` when the family is not
-    yours. firstresult: the first non-``None`` result wins, so a plugin can override another's
-    loader by being registered later (pluggy calls later plugins first) or with
-    ``tryfirst=True``.
+    yours. firstresult: the first non-``None`` result wins; pluggy calls later-registered
+    plugins first (entry points load sorted by name), so to override another plugin's loader
+    for its family, use ``@hookimpl(tryfirst=True)``.
     """
 
 
@@ -161,7 +164,10 @@ def diffsynth_convert_state_dict(
     .weight``) or plain parameter names for full training; ``format`` is the ``--lora-format``
     value; ``family`` the ModelFamily (``export_prefix`` in its defaults) or ``None``; ``kind``
     is ``"lora"`` or ``"full"``. Return the converted dict, or ``None`` when the format is not
-    yours. Built-ins: ``diffusers`` (``transformer.`` prefix, loads with
-    ``load_lora_weights``), ``comfyui`` (``diffusion_model.`` prefix) and ``peft`` (bare keys).
-    A format that no plugin converts is an error before training starts.
+    yours. Built-ins: ``diffusers`` (``transformer.`` prefix, or the family's
+    ``defaults.export_prefix``; loads with ``load_lora_weights``), ``comfyui``
+    (``diffusion_model.`` prefix) and ``peft`` (bare keys); for ``kind="full"`` all three keep
+    bare keys (a component's own state dict). A format that no plugin converts is an error
+    before training starts (:meth:`~diffsynth_core.plugins.PluginManager.convert_state_dict`
+    raises ``UnknownFormatError``).
     """

@@ -3,9 +3,10 @@
 Built-ins and third-party plugins take the same path: both are registered with pluggy, then
 their registration hooks are called one plugin at a time so that every family and loss is
 attributed to the plugin that registered it, and so that one plugin's failure (an import
-error, a misspelt hook, a hook that raises, a duplicate family name) marks only that plugin as
-broken. ``diffsynth plugins`` shows broken plugins with their error; a command that needs one
-fails with that error.
+error, an invalid or misspelt hook, a hook that raises, a duplicate family name) marks only
+that plugin as broken. A broken plugin is unregistered and everything it had registered is
+forgotten, so half a plugin never runs. ``diffsynth plugins`` shows broken plugins with their
+error; a command that needs one fails with that error.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import importlib
 import os
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import DiffSynthError, PluginError, UnknownLossError
+from .errors import DiffSynthError, PluginError, UnknownFormatError, UnknownLossError
 from .registry import FamilyRegistry, ModelFamily
 
 PROJECT = "diffsynth"
 ENTRY_POINT_GROUP = "diffsynth"
+LOAD_ENV = "DIFFSYNTH_LOAD_PLUGINS"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 BUILTIN_PLUGINS = (
@@ -44,6 +46,8 @@ class PluginInfo:
     version: str = ""
     builtin: bool = False
     hooks: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -51,19 +55,13 @@ class PluginInfo:
         return "broken" if self.error else "ok"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "hooks": self.hooks,
-            "status": self.status,
-            "error": self.error,
-        }
+        return {**asdict(self), "status": self.status}
 
 
 @dataclass(frozen=True)
 class LossEntry:
+    """A loss registered through ``diffsynth_register_losses``."""
+
     name: str
     fn: Callable[..., Any]
     description: str
@@ -81,13 +79,29 @@ class PluginManager:
         self.families.broken_hint = self._broken_hint
         self.losses: dict[str, LossEntry] = {}
 
+    @classmethod
+    def with_plugins(cls, *plugins: object) -> PluginManager:
+        """The built-ins plus ``plugins`` (modules or objects), each named by its ``__name__``.
+
+        For tests, notebooks and the examples in docs/plugins.md; entry points are not read.
+        """
+        manager = cls()
+        manager.load_builtins()
+        for plugin in plugins:
+            name = getattr(plugin, "__name__", type(plugin).__name__)
+            manager._add(PluginInfo(name), lambda p=plugin: p)
+        manager.run_registration()
+        return manager
+
     @property
     def hook(self) -> Any:
+        """pluggy's hook relay: ``manager.hook.diffsynth_load_pipeline(family=...)``."""
         return self.pm.hook
 
     # -- loading -------------------------------------------------------------------------
 
     def load_builtins(self) -> None:
+        """Register the built-in plugins (always loaded, whatever DIFFSYNTH_LOAD_PLUGINS says)."""
         from . import __version__
 
         for module_name in BUILTIN_PLUGINS:
@@ -96,79 +110,135 @@ class PluginManager:
             self._add(info, lambda m=module_name: importlib.import_module(m))
 
     def load_entry_points(self, allow: set[str] | None = None) -> None:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if allow is not None and ep.name not in allow:
-                continue
-            dist = getattr(ep, "dist", None)
-            info = PluginInfo(
-                ep.name,
-                dist.metadata["Name"] if dist else "",
-                dist.version if dist else "",
-            )
-            self._add(info, ep.load)
+        """Import and register every ``diffsynth`` entry point (only ``allow``'s, if given)."""
+        found = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        for ep in found:
+            if allow is None or ep.name in allow:
+                dist = getattr(ep, "dist", None)
+                name = dist.metadata["Name"] if dist else ""
+                self._add(PluginInfo(ep.name, name, dist.version if dist else ""), ep.load)
+        for missing in sorted((allow or set()) - {ep.name for ep in found}):
+            error = f"selected by {LOAD_ENV} but no installed plugin has this entry-point name"
+            self.plugins.setdefault(missing, PluginInfo(missing, error=error))
 
-    def register_object(self, plugin: object, name: str, distribution: str = "") -> PluginInfo:
+    def register_object(
+        self, plugin: object, name: str, distribution: str = "", version: str = ""
+    ) -> PluginInfo:
         """Register an in-process plugin (tests, notebooks); same checks as entry points."""
-        info = PluginInfo(name, distribution)
+        info = PluginInfo(name, distribution, version)
         self._add(info, lambda: plugin)
-        self.run_registration([name])
-        return self.plugins[name]
+        self.run_registration([info.name])
+        return info
 
     def _add(self, info: PluginInfo, load: Callable[[], object]) -> None:
-        self.plugins[info.name] = info
-        if self.pm.has_plugin(info.name):
-            info.error = f"a plugin named {info.name!r} is already registered"
+        if info.name in self.plugins:
+            # Two distributions with one entry-point name: keep the first, show the second.
+            first = self.plugins[info.name]
+            info.name = f"{info.name} ({info.distribution or 'in-process'})"
+            info.error = (
+                f"a plugin named {first.name!r} is already registered by {first.distribution}"
+            )
+            self.plugins[info.name] = info
             return
+        self.plugins[info.name] = info
         try:
-            plugin = load()
-            self.pm.register(plugin, name=info.name)
-        except Exception as exc:  # a broken plugin must never take the CLI down
-            info.error = _describe(exc)
+            self.pm.register(load(), name=info.name)
+        except (Exception, SystemExit) as exc:  # a broken plugin must never take the CLI down
+            self._mark_broken(info.name, describe_error(exc))
             return
         unknown = self._unknown_hooks(info.name)
         if unknown:
-            self.pm.unregister(name=info.name)
-            info.error = (
+            self._mark_broken(
+                info.name,
                 f"hook implementation(s) {', '.join(unknown)} match no diffsynth hook "
-                "(misspelt name?); see docs/plugins.md for the hook list"
+                "(misspelt name?); see docs/plugins.md for the hook list",
             )
             return
-        info.hooks = sorted(
-            caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(info.name)) or []
-        )
+        callers = self.pm.get_hookcallers(self.pm.get_plugin(info.name)) or []
+        info.hooks = sorted(caller.name for caller in callers)
 
     def _unknown_hooks(self, name: str) -> list[str]:
-        plugin = self.pm.get_plugin(name)
+        callers = self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
         return sorted(
-            caller.name
-            for caller in self.pm.get_hookcallers(plugin) or []
-            if not caller.has_spec()
+            {
+                caller.name
+                for caller in callers
+                if not caller.has_spec()
+                for impl in caller.get_hookimpls()
+                if impl.plugin_name == name and not impl.optionalhook
+            }
         )
+
+    def _mark_broken(self, name: str, error: str) -> None:
+        """Record ``error`` (the first one wins) and take back all the plugin contributed."""
+        info = self.plugins[name]
+        info.error = info.error or error
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self.families.remove_plugin(name)
+        for loss in [entry.name for entry in self.losses.values() if entry.plugin == name]:
+            del self.losses[loss]
 
     # -- registration hooks, one plugin at a time ------------------------------------------
 
     def run_registration(self, names: Iterable[str] | None = None) -> None:
+        """Call the model and loss registration hooks of ``names`` (default: all plugins)."""
         selected = set(names) if names is not None else None
         for impl in self._impls("diffsynth_register_models", selected):
             self._call_isolated(impl, register=self._family_registrar(impl.plugin_name))
         for impl in self._impls("diffsynth_register_losses", selected):
             self._call_isolated(impl, register=self._loss_registrar(impl.plugin_name))
-        self.pm.check_pending()
+        self._check_pending()
+
+    def register_commands(self, cli: Any) -> None:
+        """Let every plugin add subcommands to ``cli`` (a click.Group); collisions break it."""
+        for impl in self._impls("diffsynth_register_commands", None):
+            before = dict(cli.commands)
+            ok = self._call_isolated(impl, cli=cli)
+            replaced = [n for n, cmd in before.items() if cli.commands.get(n) is not cmd]
+            if ok and replaced:
+                ok = False
+                self._mark_broken(
+                    impl.plugin_name,
+                    f"its command(s) {', '.join(sorted(replaced))} collide with existing ones",
+                )
+            if not ok:  # leave the CLI exactly as it was before this plugin
+                cli.commands.clear()
+                cli.commands.update(before)
+            else:
+                self.plugins[impl.plugin_name].commands = sorted(set(cli.commands) - set(before))
 
     def _impls(self, hook_name: str, selected: set[str] | None) -> list[Any]:
-        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
-        # pluggy lists last-registered first; registration should follow load order
-        ordered = list(reversed(impls))
-        return [i for i in ordered if selected is None or i.plugin_name in selected]
+        order = {name: i for i, name in enumerate(self.plugins)}
+        impls = [
+            impl
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls()
+            if not (impl.wrapper or impl.hookwrapper)
+            and (selected is None or impl.plugin_name in selected)
+        ]
+        return sorted(impls, key=lambda impl: order.get(impl.plugin_name, len(order)))
 
-    def _call_isolated(self, impl: Any, **kwargs: Any) -> None:
-        info = self.plugins[impl.plugin_name]
-        if info.error:
-            return
+    def _call_isolated(self, impl: Any, **kwargs: Any) -> bool:
+        """Call one hook implementation; on error mark its plugin broken. True if it worked."""
+        if self.plugins[impl.plugin_name].error:
+            return False
         try:
             impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
         except Exception as exc:
-            info.error = _describe(exc)
+            self._mark_broken(impl.plugin_name, describe_error(exc))
+            return False
+        return True
+
+    def _check_pending(self) -> None:
+        # _add already refuses hooks without a spec; this catches whatever slips past it.
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+                self.plugins.setdefault(name, PluginInfo(name))
+                self._mark_broken(name, describe_error(exc))
 
     def _family_registrar(self, plugin_name: str) -> Callable[[ModelFamily], None]:
         info = self.plugins[plugin_name]
@@ -176,6 +246,7 @@ class PluginManager:
         def register(family: ModelFamily) -> None:
             if not isinstance(family, ModelFamily):
                 raise PluginError(f"register() expects a ModelFamily, got {type(family).__name__}")
+            info.families.append(family.name)
             self.families.add(
                 family, plugin=plugin_name, distribution=info.distribution, version=info.version
             )
@@ -186,8 +257,8 @@ class PluginManager:
         def register(name: str, loss_fn: Callable[..., Any], description: str = "") -> None:
             if name in self.losses:
                 raise PluginError(
-                    f"loss {name!r} is registered twice: by {self.losses[name].plugin} "
-                    f"and by {plugin_name}"
+                    f"loss {name!r} is registered twice: by plugin {self.losses[name].plugin!r} "
+                    f"and by plugin {plugin_name!r}"
                 )
             self.losses[name] = LossEntry(name, loss_fn, description, plugin_name)
 
@@ -196,39 +267,67 @@ class PluginManager:
     # -- queries -------------------------------------------------------------------------
 
     def get_family(self, name: str) -> ModelFamily:
+        """The family ``--model name`` selects (UnknownModelError says why it is missing)."""
         return self.families.get(name)
 
     def get_loss(self, name: str) -> Callable[..., Any]:
+        """The loss function ``--loss name`` selects."""
         if name not in self.losses:
             known = ", ".join(sorted(self.losses)) or "none"
             raise UnknownLossError(f"no loss named {name!r} (registered: {known})")
         return self.losses[name].fn
 
+    def convert_state_dict(
+        self, state_dict: dict[str, Any], format: str, family: Any = None, kind: str = "lora"
+    ) -> dict[str, Any]:
+        """``diffsynth_convert_state_dict``, with an error for a format no plugin converts."""
+        converted = self.hook.diffsynth_convert_state_dict(
+            state_dict=state_dict, format=format, family=family, kind=kind
+        )
+        if converted is None:
+            raise UnknownFormatError(
+                f"no plugin converts checkpoints to format {format!r} "
+                "(built in: diffusers, comfyui, peft)"
+            )
+        return converted
+
     def broken(self) -> list[PluginInfo]:
+        """Every plugin that failed to load, in load order."""
         return [p for p in self.plugins.values() if p.error]
 
     def _broken_hint(self, family_name: str) -> str | None:
         for info in self.broken():
-            if family_name in (info.name, info.distribution.removeprefix("diffsynth-")):
+            dist = info.distribution.lower().replace("_", "-").removeprefix("diffsynth-")
+            if family_name in info.families or family_name in (info.name, dist):
                 return (
                     f"model family {family_name!r} comes from plugin {info.name!r} "
                     f"({info.distribution} {info.version}), which failed to load: {info.error}. "
                     f"Fix or reinstall it; `diffsynth plugins` shows every plugin's status."
                 )
-        return None
+        silent = [p for p in self.broken() if not p.families]
+        if not silent:
+            return None
+        names = "; ".join(f"{p.name}: {p.error}" for p in silent)
+        return (
+            f"no model family {family_name!r} is installed (installed: "
+            f"{', '.join(f.name for f in self.families) or 'none'}); plugin(s) that failed to load "
+            f"may provide it: {names}. Fix them (see `diffsynth plugins`) or install its plugin."
+        )
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line for a plugin's error: ``Type: message (at file:line)`` of the plugin's frame."""
+    text = " ".join(str(exc).split())
     if isinstance(exc, DiffSynthError):
-        return str(exc)
-    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+        return text
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {text}{where}"
 
 
 def allowed_plugins() -> set[str] | None:
-    """The entry-point names selected by ``DIFFSYNTH_LOAD_PLUGINS`` (None: all)."""
-    raw = os.environ.get("DIFFSYNTH_LOAD_PLUGINS")
+    """The entry-point names selected by ``DIFFSYNTH_LOAD_PLUGINS`` (None: all; empty: none)."""
+    raw = os.environ.get(LOAD_ENV)
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
@@ -237,15 +336,20 @@ def allowed_plugins() -> set[str] | None:
 _MANAGER: PluginManager | None = None
 
 
+def build_plugin_manager() -> PluginManager:
+    """A new manager with the built-ins and the selected entry points loaded and registered."""
+    manager = PluginManager()
+    manager.load_builtins()
+    manager.load_entry_points(allowed_plugins())
+    manager.run_registration()
+    return manager
+
+
 def get_plugin_manager() -> PluginManager:
     """The process-wide plugin manager, built on first use."""
     global _MANAGER
     if _MANAGER is None:
-        manager = PluginManager()
-        manager.load_builtins()
-        manager.load_entry_points(allowed_plugins())
-        manager.run_registration()
-        _MANAGER = manager
+        _MANAGER = build_plugin_manager()
     return _MANAGER
 
 

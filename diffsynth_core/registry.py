@@ -9,11 +9,14 @@ an offline tiny preset. It holds no model code: loading goes through the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import DuplicateFamilyError, UnknownModelError
+from .errors import DuplicateFamilyError, PluginError, UnknownModelError
+
+OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video")
+OPTION_COMMANDS = ("train", "generate", "both")
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,22 @@ class FamilyOption:
     help: str = ""
     command: str = "both"  # "train", "generate" or "both"
 
+    def __post_init__(self) -> None:
+        # Checked here, at registration, so a typo breaks the plugin that made it and not a
+        # later training run.
+        if self.kind not in OPTION_KINDS:
+            raise PluginError(
+                f"option {self.name!r}: kind {self.kind!r} is not one of {', '.join(OPTION_KINDS)}"
+            )
+        if self.command not in OPTION_COMMANDS:
+            raise PluginError(
+                f"option {self.name!r}: command {self.command!r} is not one of "
+                f"{', '.join(OPTION_COMMANDS)}"
+            )
+
     @property
     def flag(self) -> str:
+        """The command-line flag: ``control_image`` -> ``--control-image``."""
         return "--" + self.name.replace("_", "-")
 
 
@@ -102,7 +119,23 @@ class ModelFamily:
     version: str = ""
 
     def options_for(self, command: str) -> list[FamilyOption]:
+        """The options that ``command`` (``train`` or ``generate``) accepts."""
         return [o for o in self.options if o.command in (command, "both")]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (``diffsynth models --json``); ``build_tiny`` as a flag."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "base_family": self.base_family,
+            "tiny_preset": self.build_tiny is not None,
+            "model_files": {name: asdict(files) for name, files in self.model_files.items()},
+            "defaults": asdict(self.defaults),
+            "options": [asdict(option) for option in self.options],
+        }
 
 
 class FamilyRegistry:
@@ -110,20 +143,31 @@ class FamilyRegistry:
 
     def __init__(self) -> None:
         self._families: dict[str, ModelFamily] = {}
+        # Set by the plugin manager: given a family name, the error of the broken plugin that
+        # (probably) provides it, so ``--model NAME`` says why NAME is missing.
         self.broken_hint: Callable[[str], str | None] = lambda name: None
 
     def add(self, family: ModelFamily, *, plugin: str, distribution: str, version: str) -> None:
+        """Add ``family`` as owned by ``plugin``; a taken name raises DuplicateFamilyError."""
         owned = replace(family, plugin=plugin, distribution=distribution, version=version)
         old = self._families.get(family.name)
         if old is not None:
             raise DuplicateFamilyError(
-                f"model family {family.name!r} is registered twice: by {old.distribution or old.plugin}"
-                f" and by {distribution or plugin}. Uninstall one of them "
+                f"model family {family.name!r} is registered twice: by {_owner(old)} and by "
+                f"{_owner(owned)}. Uninstall one of them "
                 f"(or select plugins with DIFFSYNTH_LOAD_PLUGINS)."
             )
         self._families[family.name] = owned
 
+    def remove_plugin(self, plugin: str) -> list[str]:
+        """Forget every family ``plugin`` registered (it turned out broken); their names."""
+        names = [name for name, family in self._families.items() if family.plugin == plugin]
+        for name in names:
+            del self._families[name]
+        return names
+
     def get(self, name: str) -> ModelFamily:
+        """The family called ``name``, or an UnknownModelError that says what to do."""
         if name in self._families:
             return self._families[name]
         broken = self.broken_hint(name)
@@ -143,3 +187,10 @@ class FamilyRegistry:
 
     def __len__(self) -> int:
         return len(self._families)
+
+
+def _owner(family: ModelFamily) -> str:
+    """``distribution (plugin NAME)``: both, because one distribution may ship two plugins."""
+    if family.distribution:
+        return f"{family.distribution} (plugin {family.plugin!r})"
+    return f"plugin {family.plugin!r}"
