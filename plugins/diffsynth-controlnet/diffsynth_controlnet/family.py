@@ -1,0 +1,121 @@
+"""The ``qwen-image-controlnet`` family: Qwen-Image plus one or several ControlNets.
+
+Import-light (no torch, no diffusers): ``diffsynth --help`` imports it through the plugin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults
+
+FAMILY = "qwen-image-controlnet"
+BASE_FAMILY = "qwen-image"
+CONTROLNET_REPO = "InstantX/Qwen-Image-ControlNet-Union"
+# The InstantX repositories are flat: config.json + this file at the root.
+CONTROLNET_FILE = "diffusion_pytorch_model.safetensors"
+# Inside a local Qwen-Image copy saved by diffusers' QwenImageControlNetPipeline.
+CONTROLNET_SUBFOLDER = "controlnet"
+
+OPTIONS = (
+    FamilyOption(
+        "controlnet",
+        "str",
+        help="ControlNet folder(s) (config.json + safetensors) or trained checkpoint file(s), "
+        "comma-separated for several",
+    ),
+    FamilyOption(
+        "control_image",
+        "images",
+        help="control image(s), comma-separated: one per ControlNet, or several for one Union ControlNet",
+        command="generate",
+    ),
+    FamilyOption(
+        "control_mask",
+        "image",
+        help="inpainting mask (white = repaint) for an inpainting ControlNet",
+        command="generate",
+    ),
+    FamilyOption(
+        "controlnet_scale",
+        "str",
+        "1.0",
+        help="ControlNet strength, one value or one per control image (comma-separated)",
+        command="generate",
+    ),
+    FamilyOption(
+        "control_start",
+        "str",
+        "0.0",
+        help="fraction of the denoising steps where control starts (one or one per image)",
+        command="generate",
+    ),
+    FamilyOption(
+        "control_end",
+        "str",
+        "1.0",
+        help="fraction of the denoising steps where control ends (one or one per image)",
+        command="generate",
+    ),
+    FamilyOption(
+        "controlnet_layers",
+        "int",
+        help="train a new ControlNet made of the base DiT's first N blocks (zero-initialised "
+        "control embedding) instead of loading one",
+        command="train",
+    ),
+    FamilyOption(
+        "controlnet_inpaint",
+        "bool",
+        False,
+        help="with --controlnet-layers: an inpainting ControlNet (4 extra mask channels)",
+        command="train",
+    ),
+)
+
+
+def build_tiny(folder: Path) -> None:
+    """Write the tiny preset (see :mod:`diffsynth_controlnet.tiny`)."""
+    from .tiny import build_tiny as build
+
+    build(folder)
+
+
+def _training_defaults(**values: Any) -> TrainingDefaults:
+    # ``trainable_models`` is only passed once the core's TrainingDefaults has the field, so
+    # this plugin works with cores before and after it gained it.
+    known = {f.name for f in dataclasses.fields(TrainingDefaults)}
+    return TrainingDefaults(**{k: v for k, v in values.items() if k in known})
+
+
+def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
+    """The family; its components are ``base``'s (Qwen-Image's) plus ``controlnet``."""
+    from diffsynth_qwen_image.plugin import qwen_image_family
+
+    base = base or qwen_image_family()
+    files = dict(base.model_files)
+    files["controlnet"] = ComponentFiles(CONTROLNET_REPO, CONTROLNET_FILE)
+    defaults = _training_defaults(
+        **{
+            **dataclasses.asdict(base.defaults),
+            "data_file_keys": ("image", "control_image"),
+            "required_columns": ("image", "prompt", "control_image"),
+            # the ControlNet is what this family trains: LoRA on it by default (the core's
+            # defaults have no "trainable models" yet), --trainable-models controlnet for full
+            "lora_base_model": "controlnet",
+            "remove_prefix_in_ckpt": "pipe.controlnet.",
+            "export_prefix": "controlnet",
+            "learning_rate": 1e-5,
+        }
+    )
+    return ModelFamily(
+        name=FAMILY,
+        description="Qwen-Image with ControlNets (InstantX Union / inpainting; diffusers classes)",
+        model_files=files,
+        defaults=defaults,
+        build_tiny=build_tiny,
+        options=base.options + OPTIONS,
+        base_family=BASE_FAMILY,
+    )
