@@ -82,7 +82,7 @@ def diffsynth_register_commands(cli: Any) -> None:
 
 @hookspec(firstresult=True)
 def diffsynth_load_pipeline(
-    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any
+    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any, options: dict[str, Any]
 ) -> Any:
     """Build the pipeline of ``family`` from weight files.
 
@@ -91,7 +91,10 @@ def diffsynth_load_pipeline(
     :class:`~diffsynth_core.registry.ModelFamily`; ``model_configs`` maps a component name
     (``dit``, ``vae``, ``text_encoder``, ``tokenizer`` ...) to a
     :class:`~diffsynth_core.loading.ModelConfig` whose ``resolve()`` gives the files on disk;
-    ``device`` is a torch device string; ``torch_dtype`` the dtype for the weights.
+    ``device`` is a torch device string; ``torch_dtype`` the dtype for the weights;
+    ``options`` the family options the user gave (``FamilyOption`` names -> parsed values, e.g.
+    ``{"controlnet": Path(...), "controlnet_layers": 2}``; empty when none), so that options
+    which decide what to load arrive before the optimizer is built.
 
     Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` when the family is not
     yours. firstresult: the first non-``None`` result wins; pluggy calls later-registered

@@ -277,8 +277,12 @@ def load_pipeline(
     device: str = "cpu",
     torch_dtype: torch.dtype = torch.float32,
     model_path: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> BasePipeline:
-    """Load ``family``'s pipeline through the loading hooks and add contributed units."""
+    """Load ``family``'s pipeline through the loading hooks and add contributed units.
+
+    ``options`` are the family options the user gave (passed to ``diffsynth_load_pipeline``).
+    """
     from .plugins import get_plugin_manager
 
     manager = get_plugin_manager()
@@ -286,7 +290,11 @@ def load_pipeline(
         family = manager.get_family(family)
     configs = dict(model_configs) if model_configs else resolve_model_configs(family, model_path)
     pipe = manager.hook.diffsynth_load_pipeline(
-        family=family, model_configs=configs, device=device, torch_dtype=torch_dtype
+        family=family,
+        model_configs=configs,
+        device=device,
+        torch_dtype=torch_dtype,
+        options=dict(options or {}),
     )
     if pipe is None:
         raise PluginError(

@@ -72,6 +72,7 @@ class TrainingDefaults:
     """A family's default training settings; every field can be overridden by a flag."""
 
     lora_base_model: str = "dit"
+    trainable_models: str | None = None  # full training by default (e.g. a new ControlNet)
     lora_target_modules: str = ""
     lora_rank: int = 32
     learning_rate: float = 1e-4

@@ -78,7 +78,7 @@ def generate(ctx: click.Context, **flags: Any) -> None:
     extra = family_values(
         options, split_family_args(list(ctx.args), options, family.name, "generate")
     )
-    pipe = _load_pipeline(family, flags)
+    pipe = _load_pipeline(family, flags, extra)
     for path in flags["loras"]:
         changed = _merge_lora(pipe, family, path, flags)
         click.echo(f"merged {path}: {changed} module(s) changed at scale {flags['lora_scale']}")
@@ -86,7 +86,7 @@ def generate(ctx: click.Context, **flags: Any) -> None:
     click.echo(f"saved {_save(result, Path(flags['output']), flags['fps'])}")
 
 
-def _load_pipeline(family: Any, flags: dict[str, Any]) -> Any:
+def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) -> Any:
     import torch
 
     from ..pipeline import load_pipeline
@@ -97,7 +97,7 @@ def _load_pipeline(family: Any, flags: dict[str, Any]) -> Any:
         torch, flags["dtype"] or ("bfloat16" if device.startswith("cuda") else "float32")
     )
     configs, _ = model_configs(family, flags["model_path"], flags["preset"], flags["allow_pickle"])
-    pipe = load_pipeline(family, configs, device=device, torch_dtype=dtype)
+    pipe = load_pipeline(family, configs, device=device, torch_dtype=dtype, options=options)
     pipe.requires_grad_(False)
     return pipe.eval()
 

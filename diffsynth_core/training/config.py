@@ -140,14 +140,18 @@ def split_file_values(
 def family_defaults(family: Any, explicit: dict[str, Any]) -> dict[str, Any]:
     """The family's TrainingDefaults as TrainConfig values.
 
-    LoRA on the family's default model only when the user asked for no full training
-    (``--trainable-models``) or named a LoRA base model themselves.
+    When the user names neither ``--trainable-models`` nor ``--lora-base-model``, the family
+    decides: full training of ``defaults.trainable_models`` if it sets one, else LoRA on
+    ``defaults.lora_base_model``. ``--trainable-models`` alone means no default LoRA.
     """
     d = family.defaults
     values = {name: getattr(d, name) for name in FAMILY_DEFAULTED}
     values["data_file_keys"] = ",".join(d.data_file_keys)
     if not explicit.get("trainable_models"):
-        values["lora_base_model"] = d.lora_base_model
+        if getattr(d, "trainable_models", None) and not explicit.get("lora_base_model"):
+            values["trainable_models"] = d.trainable_models  # the family trains whole models
+        else:
+            values["lora_base_model"] = d.lora_base_model
     return values
 
 

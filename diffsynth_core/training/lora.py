@@ -28,6 +28,8 @@ _PREFIXES = (
     "diffusion_model.",
     "transformer.",
     "pipe.dit.",
+    "pipe.controlnet.",
+    "controlnet.",
     "dit.",
     "model.",
     "unet.",
