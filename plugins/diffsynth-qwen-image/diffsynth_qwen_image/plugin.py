@@ -1,0 +1,89 @@
+"""The diffsynth plugin of Qwen-Image (entry point ``qwen-image`` in the group ``diffsynth``).
+
+Imported by every ``diffsynth`` command, so it imports no torch and no diffusers: model code
+is imported inside the hooks that need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
+
+FAMILY = "qwen-image"
+REPO = "Qwen/Qwen-Image"
+
+LORA_TARGETS = (
+    "to_q,to_k,to_v,add_q_proj,add_k_proj,add_v_proj,to_out.0,to_add_out,"
+    "img_mlp.net.2,img_mod.1,txt_mlp.net.2,txt_mod.1"
+)
+
+
+def build_tiny(folder: Path) -> None:
+    """Write the tiny preset into ``folder`` (see :mod:`diffsynth_qwen_image.tiny`)."""
+    from .tiny import build_tiny as build
+
+    build(folder)
+
+
+def qwen_image_family() -> ModelFamily:
+    """The ``qwen-image`` family: official files, training defaults, tiny preset, flags."""
+    return ModelFamily(
+        name=FAMILY,
+        description="Qwen-Image 20B MMDiT text-to-image (diffusers classes; LoRA or full training)",
+        model_files={
+            "dit": ComponentFiles(REPO, "transformer/diffusion_pytorch_model*.safetensors"),
+            "text_encoder": ComponentFiles(REPO, "text_encoder/model*.safetensors"),
+            "vae": ComponentFiles(REPO, "vae/diffusion_pytorch_model.safetensors"),
+            "tokenizer": ComponentFiles(REPO, "tokenizer/"),
+        },
+        defaults=TrainingDefaults(
+            lora_base_model="dit",
+            lora_target_modules=LORA_TARGETS,
+            lora_rank=32,
+            learning_rate=1e-4,
+            max_pixels=1024 * 1024,
+            division_factor=16,
+            data_file_keys=("image",),
+            required_columns=("image", "prompt"),
+            remove_prefix_in_ckpt="pipe.dit.",
+            export_prefix="transformer",
+            gradient_checkpointing=True,
+            sample_height=1024,
+            sample_width=1024,
+        ),
+        build_tiny=build_tiny,
+        options=(
+            FamilyOption(
+                "input_image", "image", help="start from this image (img2img)", command="generate"
+            ),
+            FamilyOption(
+                "denoising_strength",
+                "float",
+                1.0,
+                help="img2img strength: 1 ignores the input image",
+                command="generate",
+            ),
+            FamilyOption(
+                "max_sequence_length", "int", 512, help="prompt tokens kept (at most 1024)"
+            ),
+        ),
+    )
+
+
+@hookimpl
+def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
+    register(qwen_image_family())
+
+
+@hookimpl
+def diffsynth_load_pipeline(
+    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any
+) -> Any:
+    if family.name != FAMILY:
+        return None
+    from .loader import load_qwen_image_pipeline
+
+    return load_qwen_image_pipeline(model_configs, device, torch_dtype)
