@@ -1,0 +1,65 @@
+"""The ``wan`` checkpoint format: the original Wan2.1 / VACE key names.
+
+diffusers renames the original Wan modules (``blocks.0.self_attn.q`` -> ``blocks.0.attn1.to_q``,
+``vace_blocks.0.before_proj`` -> ``vace_blocks.0.proj_in`` ...). ComfyUI's Wan models, the
+official Wan code and DiffSynth-Studio keep the original names, so a LoRA meant for them needs
+them back: ``--lora-format wan`` writes ``diffusion_model.`` + original names (the form ComfyUI
+reads, and diffusers' own Wan LoRA converter reads for the main blocks). The rules below are
+the inverse of diffusers' ``convert_wan_transformer_to_diffusers``; the tests check that this
+function followed by diffusers' gives back every key of the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# (pattern, replacement), applied in order to each key
+_RULES: tuple[tuple[str, str], ...] = (
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^proj_out\.", "head.head."),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"\.scale_shift_table$", ".modulation"),
+    (r"^(vace_blocks\.\d+)\.proj_in\.", r"\1.before_proj."),
+    (r"^(vace_blocks\.\d+)\.proj_out\.", r"\1.after_proj."),
+    (r"\.attn1\.", ".self_attn."),
+    (r"\.attn2\.", ".cross_attn."),
+    (r"\.to_out\.0\.", ".o."),
+    (r"\.to_([qkv])\.", r".\1."),
+    (r"\.add_k_proj\.", ".k_img."),
+    (r"\.add_v_proj\.", ".v_img."),
+    (r"\.norm_added_k\.", ".norm_k_img."),
+    (r"\.ffn\.net\.0\.proj\.", ".ffn.0."),
+    (r"\.ffn\.net\.2\.", ".ffn.2."),
+    # the cross-attention norm: diffusers' norm2 is Wan's norm3 (the affine-free norms hold no
+    # weights, so no key is ever called norm3 on the diffusers side)
+    (r"\.norm2\.", ".norm3."),
+)
+_COMPILED = tuple((re.compile(p), r) for p, r in _RULES)
+
+LORA_PREFIX = "diffusion_model."
+
+
+def to_wan_key(key: str) -> str:
+    """One diffusers key of ``WanVACETransformer3DModel`` as the original Wan name."""
+    for pattern, replacement in _COMPILED:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def to_wan_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {to_wan_key(k): v for k, v in state_dict.items()}
+
+
+def convert(state_dict: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The ``wan`` format: LoRA keys get ComfyUI's ``diffusion_model.`` prefix, full weights
+    (a transformer's own state dict, as the original ``.safetensors``) stay bare."""
+    renamed = to_wan_names(state_dict)
+    if kind == "full":
+        return renamed
+    return {LORA_PREFIX + k: v for k, v in renamed.items()}

@@ -1,0 +1,108 @@
+"""Load the pipeline's components from ``ModelConfig``s (official diffusers repository layout).
+
+Each component folder is read with its class's own ``from_pretrained`` (config.json plus
+safetensors shards), so real weights and the tiny preset take the same path. The scheduler
+config is optional: it is read from ``scheduler/`` beside ``transformer/`` when present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffsynth_core.errors import ConfigError
+from diffsynth_core.loading import ModelConfig
+
+from .sampler import read_scheduler_config
+
+COMPONENTS = ("dit", "vae", "text_encoder", "tokenizer")
+# the repository folder of each component, to sort the seed's plain list of ModelConfigs
+FOLDERS = {
+    "transformer": "dit",
+    "vae": "vae",
+    "text_encoder": "text_encoder",
+    "tokenizer": "tokenizer",
+    "scheduler": "scheduler",
+}
+
+
+def repo_model_configs(model_path: str | None, model_id: str | None) -> dict[str, ModelConfig]:
+    """ModelConfigs for every component of a local repository copy or a hub id."""
+    from .plugin import REPO_1_3B, model_files
+
+    files = model_files(model_id or REPO_1_3B)
+    if model_path is not None:
+        return {
+            k: ModelConfig(path=model_path, origin_file_pattern=f.origin_file_pattern)
+            for k, f in files.items()
+        }
+    return {
+        k: ModelConfig(model_id=f.model_id, origin_file_pattern=f.origin_file_pattern)
+        for k, f in files.items()
+    }
+
+
+def by_component(
+    model_configs: Mapping[str, ModelConfig] | list[ModelConfig],
+) -> dict[str, ModelConfig]:
+    """A mapping as is; a list sorted by the first folder of each config's file pattern (the
+    seed's form), with ``tokenizer/`` beside the text encoder when no config names it."""
+    if isinstance(model_configs, Mapping):
+        return dict(model_configs)
+    out = {}
+    for config in model_configs:
+        folder = (config.origin_file_pattern or "").split("/", 1)[0]
+        if folder not in FOLDERS:
+            raise ConfigError(
+                f"cannot tell which component {config.describe()} is: its file pattern should start "
+                f"with one of {', '.join(FOLDERS)}/"
+            )
+        out[FOLDERS[folder]] = config
+    text = out.get("text_encoder")
+    if "tokenizer" not in out and text is not None:
+        out["tokenizer"] = ModelConfig(
+            path=text.path,
+            model_id=text.model_id,
+            origin_file_pattern="tokenizer/",
+            source=text.source,
+        )
+    return out
+
+
+def scheduler_folder(configs: Mapping[str, ModelConfig], dit_folder: Path) -> Path | None:
+    if "scheduler" in configs:
+        return configs["scheduler"].folder()
+    candidate = dit_folder.parent / "scheduler"
+    return candidate if candidate.is_dir() else None
+
+
+def load_components(
+    model_configs: Mapping[str, ModelConfig] | list[ModelConfig], torch_dtype: torch.dtype
+) -> dict[str, Any]:
+    """``dit``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler_config``, loaded."""
+    from diffusers import AutoencoderKLWan, WanVACETransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    configs = by_component(model_configs)
+    missing = [c for c in COMPONENTS if c not in configs]
+    if missing:
+        raise ConfigError(
+            f"Wan VACE needs the components {', '.join(COMPONENTS)}; missing: {', '.join(missing)}"
+        )
+    dit_folder = configs["dit"].folder()
+    return {
+        "dit": WanVACETransformer3DModel.from_pretrained(
+            dit_folder, torch_dtype=torch_dtype
+        ).eval(),
+        "vae": AutoencoderKLWan.from_pretrained(
+            configs["vae"].folder(), torch_dtype=torch_dtype
+        ).eval(),
+        "text_encoder": UMT5EncoderModel.from_pretrained(
+            configs["text_encoder"].folder(), torch_dtype=torch_dtype
+        ).eval(),
+        "tokenizer": AutoTokenizer.from_pretrained(configs["tokenizer"].folder()),
+        "scheduler_config": read_scheduler_config(scheduler_folder(configs, dit_folder)),
+    }
