@@ -83,7 +83,8 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         self.data_file_keys = _keys(data_file_keys)
         self.main_data_operator = main_data_operator or self.default_image_operator(base_path)
         self.special_operator_map = dict(special_operator_map or {})
-        self.rows = self._load_rows(tuple(required_columns))
+        self.required_columns = tuple(required_columns)
+        self.rows = self._load_rows(self.required_columns)
         self.bad_records: list[BadRecord] = []  # skips seen by direct indexing in this process
 
     def _load_rows(self, required: tuple[str, ...]) -> list[Row]:
@@ -97,10 +98,19 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
                 f"{source} holds no samples; add rows to the metadata file (or, for a folder, "
                 "images with same-named .txt captions)"
             )
-        check_columns(
-            rows, required + tuple(k for k in self.data_file_keys if k not in required), source
-        )
+        files = tuple(k for k in self.required_file_keys() if k not in required)
+        check_columns(rows, required + files, source)
         return rows
+
+    def required_file_keys(self) -> list[str]:
+        """The data file columns every row must fill: the first (main) one and the required.
+
+        The others are optional (a VACE mask, a reference image): a row may leave them out or
+        empty, and only the ones it fills are loaded.
+        """
+        return [
+            k for i, k in enumerate(self.data_file_keys) if i == 0 or k in self.required_columns
+        ]
 
     # -- default operators (the seed's static helpers) ---------------------------------------
 
@@ -166,9 +176,12 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         return self.special_operator_map.get(column, self.main_data_operator)
 
     def file_columns(self, row: Row) -> list[str]:
-        """Columns of ``row`` to load: every data_file_key, plus special columns with a value."""
-        special = [c for c in self.special_operator_map if c not in self.data_file_keys]
-        return list(self.data_file_keys) + [c for c in special if not is_empty_value(row.get(c))]
+        """Columns of ``row`` to load: the required file keys, plus optional ones it fills."""
+        required = self.required_file_keys()
+        optional = dict.fromkeys(
+            c for c in (*self.data_file_keys, *self.special_operator_map) if c not in required
+        )
+        return required + [c for c in optional if not is_empty_value(row.get(c))]
 
     def load(self, index: int) -> Sample:
         """Sample ``index``; raises BadSampleError (with row and path) if it cannot be loaded."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from diffsynth_core.data import UnifiedDataset
+from diffsynth_core.data.files import is_empty_value
 from diffsynth_core.errors import DatasetError
 
 from .media import solid, write_csv
@@ -90,7 +91,22 @@ def test_missing_required_column_names_it_and_lists_present(images: Path) -> Non
 def test_missing_data_file_column(images: Path) -> None:
     write_csv(images / "m.csv", "prompt,image", "hi,a.png")
     with pytest.raises(DatasetError, match="no column 'control_image'"):
-        UnifiedDataset(images, images / "m.csv", data_file_keys="image,control_image")
+        UnifiedDataset(
+            images,
+            images / "m.csv",
+            data_file_keys="image,control_image",
+            required_columns=("prompt", "control_image"),
+        )
+    with pytest.raises(DatasetError, match="no column 'photo'"):  # the main key is required
+        UnifiedDataset(images, images / "m.csv", data_file_keys="photo,image")
+
+
+def test_optional_data_file_columns_load_only_where_filled(images: Path) -> None:
+    write_csv(images / "m.csv", "prompt,image,mask", "hi,a.png,b.png", "ho,b.png,")
+    ds = UnifiedDataset(images, images / "m.csv", data_file_keys="image,mask,reference")
+    filled, empty = ds.load(0), ds.load(1)
+    assert filled["mask"].size == empty["image"].size  # both are b.png, loaded as images
+    assert is_empty_value(empty["mask"]) and "reference" not in empty
 
 
 def test_column_missing_in_some_json_rows(images: Path) -> None:
