@@ -140,6 +140,22 @@ def diffsynth_run_unit(
     """
 
 
+@hookspec(firstresult=True)
+def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -> dict[str, Any] | None:
+    """Rename a LoRA file written in a family-specific key form to the model's module paths.
+
+    Called by :func:`diffsynth_core.training.lora.read_lora_file` (``generate --lora``,
+    ``--lora-checkpoint``, a pipeline's ``load_lora``) after the file is read and before the
+    core normalizes the common forms (peft / DiffSynth-Studio ``.default.``, the
+    ``transformer.`` / ``diffusion_model.`` prefixes, ``lora_down``/``lora_up`` + ``alpha``,
+    kohya ``lora_unet_...``). ``state_dict`` is the file's raw content; ``family`` the
+    ModelFamily of the pipeline (or ``None``); ``model`` the ``torch.nn.Module`` the LoRA is
+    for. Return a dict whose keys use ``model``'s module names (any of the common forms is
+    fine), or ``None`` when the file is not in your form. Example: the VACE plugin maps the
+    original Wan names (``blocks.0.self_attn.q``) back to diffusers' (``blocks.0.attn1.to_q``).
+    """
+
+
 # --- 4. saving ------------------------------------------------------------------------------
 
 

@@ -113,7 +113,7 @@ def _merge_lora(pipe: Any, family: Any, path: str, flags: dict[str, Any]) -> int
             f"--lora-base-model {name!r}: the pipeline has no such model (models: {', '.join(pipe.model_names)})"
         )
     return merge_lora(
-        model, read_lora_file(path, model, flags["allow_pickle"]), flags["lora_scale"]
+        model, read_lora_file(path, model, flags["allow_pickle"], family), flags["lora_scale"]
     )
 
 

@@ -193,10 +193,19 @@ def merge_lora(
 
 
 def read_lora_file(
-    path: Any, model: torch.nn.Module, allow_pickle: bool = False
+    path: Any, model: torch.nn.Module, allow_pickle: bool = False, family: Any = None
 ) -> dict[str, torch.Tensor]:
-    """Read a LoRA file in any supported form, normalized against ``model``'s module names."""
+    """Read a LoRA file in any supported form, normalized against ``model``'s module names.
+
+    Family-specific forms are renamed first by the ``diffsynth_import_lora`` hook.
+    """
     from ..loading import load_state_dict
+    from ..plugins import get_plugin_manager
 
     raw = load_state_dict(path, allow_pickle=allow_pickle)
-    return normalize_lora_state_dict(raw, (n for n, _ in model.named_modules()))
+    imported = get_plugin_manager().hook.diffsynth_import_lora(
+        state_dict=raw, family=family, model=model
+    )
+    return normalize_lora_state_dict(
+        raw if imported is None else imported, (n for n, _ in model.named_modules())
+    )

@@ -82,7 +82,8 @@ def switch_pipe_to_training_mode(
         inject_lora(model, lora_target_modules, lora_rank, lora_alpha, dtype=lora_dtype)
         model.train()
         if lora_checkpoint:
-            load_lora_weights(model, read_lora_file(lora_checkpoint, model, allow_pickle))
+            family = getattr(pipe, "family", None)
+            load_lora_weights(model, read_lora_file(lora_checkpoint, model, allow_pickle, family))
 
 
 def _model(pipe: Any, name: str) -> torch.nn.Module:

@@ -12,7 +12,7 @@ function followed by diffusers' gives back every key of the model.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # (pattern, replacement), applied in order to each key
@@ -63,3 +63,34 @@ def convert(state_dict: Mapping[str, Any], kind: str) -> dict[str, Any]:
     if kind == "full":
         return renamed
     return {LORA_PREFIX + k: v for k, v in renamed.items()}
+
+
+def from_wan_lora(state_dict: Mapping[str, Any], module_names: Iterable[str]) -> dict[str, Any] | None:
+    """A LoRA in the original Wan names -> the model's (diffusers') module names, or ``None``
+    when no key is in the Wan form (the file is then left to the core's normalizer).
+
+    The map is built from the model's own modules through :func:`to_wan_key`, so it is exactly
+    the inverse of what ``--lora-format wan`` writes.
+    """
+    wan_to_ours = {}
+    for name in module_names:
+        wan = to_wan_key(name + ".weight")[: -len(".weight")]
+        if name and wan != name:
+            wan_to_ours[wan] = name
+    renamed, hits = {}, 0
+    for key, value in state_dict.items():
+        bare = key[len(LORA_PREFIX) :] if key.startswith(LORA_PREFIX) else key
+        module, sep, rest = _split_lora_key(bare)
+        if module in wan_to_ours:
+            bare, hits = wan_to_ours[module] + sep + rest, hits + 1
+        renamed[bare] = value
+    return renamed if hits else None
+
+
+def _split_lora_key(key: str) -> tuple[str, str, str]:
+    """``blocks.0.self_attn.q.lora_A.weight`` -> (``blocks.0.self_attn.q``, ``.``, ``lora_A.weight``)."""
+    for marker in (".lora_", ".alpha"):
+        if marker in key:
+            module, _, rest = key.partition(marker)
+            return module, ".", marker[1:] + rest
+    return key, "", ""

@@ -104,7 +104,7 @@ class WanVacePipeline(BasePipeline):
         from diffsynth_core.training.lora import merge_lora, read_lora_file
 
         target = getattr(self, model)
-        return merge_lora(target, read_lora_file(path, target), alpha)
+        return merge_lora(target, read_lora_file(path, target, family=self.family), alpha)
 
     @property
     def vace(self) -> torch.nn.ModuleDict:

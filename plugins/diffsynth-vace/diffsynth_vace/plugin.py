@@ -129,3 +129,15 @@ def diffsynth_convert_state_dict(
     from .formats import convert
 
     return convert(state_dict, kind)
+
+
+@hookimpl
+def diffsynth_import_lora(
+    state_dict: dict[str, Any], family: ModelFamily | None, model: Any
+) -> dict[str, Any] | None:
+    """Read LoRA files in the original Wan names (``--lora-format wan``, ComfyUI, Wan code)."""
+    if family is None or family.name not in FAMILY_NAMES:
+        return None
+    from .formats import from_wan_lora
+
+    return from_wan_lora(state_dict, (n for n, _ in model.named_modules()))

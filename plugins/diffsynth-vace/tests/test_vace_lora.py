@@ -166,3 +166,22 @@ def test_wan_format_lora_loads_in_diffusers(pipe: Any, tiny_dir: Path, tmp_path:
     )
     assert (wan - plain).abs().max() > 1e-2
     assert torch.allclose(wan, diffusers_format, atol=1e-6)
+
+
+@pytest.mark.parametrize("base", ["dit", "vace"])
+def test_wan_format_lora_reads_back_into_diffsynth(
+    pipe: Any, tiny_dir: Path, tmp_path: Path, base: str
+) -> None:
+    """``--lora-format wan`` files come back through ``generate --lora`` / ``--lora-checkpoint``
+    (the ``diffsynth_import_lora`` hook), VACE blocks included, with the same effect."""
+    from safetensors.torch import load_file
+
+    from diffsynth_core.pipeline import load_pipeline
+
+    with_layers = inject_random_lora(pipe, base)
+    path = export(pipe, tmp_path, "wan")
+    keys = list(load_file(path))
+    assert any(".self_attn.q." in k or ".before_proj." in k or ".ffn.0." in k for k in keys)
+    fresh = load_pipeline("wan-vace", model_path=str(tiny_dir))
+    assert fresh.load_lora(str(path)) == len(keys) // 2
+    assert torch.allclose(ours_latents(fresh), with_layers, atol=5e-5)
