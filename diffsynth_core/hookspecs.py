@@ -82,7 +82,12 @@ def diffsynth_register_commands(cli: Any) -> None:
 
 @hookspec(firstresult=True)
 def diffsynth_load_pipeline(
-    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any, options: dict[str, Any]
+    family: Any,
+    model_configs: dict[str, Any],
+    device: str,
+    torch_dtype: Any,
+    options: dict[str, Any],
+    purpose: str,
 ) -> Any:
     """Build the pipeline of ``family`` from weight files.
 
@@ -94,7 +99,9 @@ def diffsynth_load_pipeline(
     ``device`` is a torch device string; ``torch_dtype`` the dtype for the weights;
     ``options`` the family options the user gave (``FamilyOption`` names -> parsed values, e.g.
     ``{"controlnet": Path(...), "controlnet_layers": 2}``; empty when none), so that options
-    which decide what to load arrive before the optimizer is built.
+    which decide what to load arrive before the optimizer is built; ``purpose`` says why the
+    pipeline is loaded: ``"train"`` (``diffsynth train``: fail now if there is nothing to
+    train), ``"generate"`` (``diffsynth generate``) or ``"python"`` (any other caller).
 
     Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` when the family is not
     yours. firstresult: the first non-``None`` result wins; pluggy calls later-registered

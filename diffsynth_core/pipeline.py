@@ -278,10 +278,12 @@ def load_pipeline(
     torch_dtype: torch.dtype = torch.float32,
     model_path: str | None = None,
     options: Mapping[str, Any] | None = None,
+    purpose: str = "python",
 ) -> BasePipeline:
     """Load ``family``'s pipeline through the loading hooks and add contributed units.
 
-    ``options`` are the family options the user gave (passed to ``diffsynth_load_pipeline``).
+    ``options`` (the family options the user gave) and ``purpose`` (``train``, ``generate``
+    or ``python``) are passed to ``diffsynth_load_pipeline``.
     """
     from .plugins import get_plugin_manager
 
@@ -295,6 +297,7 @@ def load_pipeline(
         device=device,
         torch_dtype=torch_dtype,
         options=dict(options or {}),
+        purpose=purpose,
     )
     if pipe is None:
         raise PluginError(

@@ -97,7 +97,9 @@ def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) 
         torch, flags["dtype"] or ("bfloat16" if device.startswith("cuda") else "float32")
     )
     configs, _ = model_configs(family, flags["model_path"], flags["preset"], flags["allow_pickle"])
-    pipe = load_pipeline(family, configs, device=device, torch_dtype=dtype, options=options)
+    pipe = load_pipeline(
+        family, configs, device=device, torch_dtype=dtype, options=options, purpose="generate"
+    )
     pipe.requires_grad_(False)
     return pipe.eval()
 

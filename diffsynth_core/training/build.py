@@ -145,7 +145,12 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     pipe = load_pipeline(
-        run.family, configs, device=str(accelerator.device), torch_dtype=dtype, options=run.options
+        run.family,
+        configs,
+        device=str(accelerator.device),
+        torch_dtype=dtype,
+        options=run.options,
+        purpose="train",
     )
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,

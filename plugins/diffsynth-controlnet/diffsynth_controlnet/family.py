@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
-from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults
+from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily
 
 FAMILY = "qwen-image-controlnet"
 BASE_FAMILY = "qwen-image"
@@ -83,13 +82,6 @@ def build_tiny(folder: Path) -> None:
     build(folder)
 
 
-def _training_defaults(**values: Any) -> TrainingDefaults:
-    # ``trainable_models`` is only passed once the core's TrainingDefaults has the field, so
-    # this plugin works with cores before and after it gained it.
-    known = {f.name for f in dataclasses.fields(TrainingDefaults)}
-    return TrainingDefaults(**{k: v for k, v in values.items() if k in known})
-
-
 def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
     """The family; its components are ``base``'s (Qwen-Image's) plus ``controlnet``."""
     from diffsynth_qwen_image.plugin import qwen_image_family
@@ -97,18 +89,17 @@ def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
     base = base or qwen_image_family()
     files = dict(base.model_files)
     files["controlnet"] = ComponentFiles(CONTROLNET_REPO, CONTROLNET_FILE)
-    defaults = _training_defaults(
-        **{
-            **dataclasses.asdict(base.defaults),
-            "data_file_keys": ("image", "control_image"),
-            "required_columns": ("image", "prompt", "control_image"),
-            # the ControlNet is what this family trains: LoRA on it by default (the core's
-            # defaults have no "trainable models" yet), --trainable-models controlnet for full
-            "lora_base_model": "controlnet",
-            "remove_prefix_in_ckpt": "pipe.controlnet.",
-            "export_prefix": "controlnet",
-            "learning_rate": 1e-5,
-        }
+    defaults = dataclasses.replace(
+        base.defaults,
+        data_file_keys=("image", "control_image"),
+        required_columns=("image", "prompt", "control_image"),
+        # the ControlNet is what this family trains: all of it by default;
+        # --lora-base-model controlnet (LoRA on it) or dit (LoRA on the DiT, ControlNet frozen)
+        trainable_models="controlnet",
+        lora_base_model="controlnet",
+        remove_prefix_in_ckpt="pipe.controlnet.",
+        export_prefix="controlnet",
+        learning_rate=1e-5,
     )
     return ModelFamily(
         name=FAMILY,

@@ -2,14 +2,16 @@
 
 The Qwen-Image part goes through ``diffsynth_qwen_image.loader.load_qwen_image_pipeline`` (its
 components are a subset of ours), so this family loads Qwen-Image exactly as ``qwen-image``
-does. The ControlNet then comes, in this order, from the load-time options of
-:func:`load_controlnet_pipeline`:
+does. The ControlNet then comes, in this order, from the family options that
+``diffsynth_load_pipeline`` receives (``diffsynth train`` / ``generate`` flags, or the keyword
+arguments of :func:`load_controlnet_pipeline`):
 
 1. ``controlnet``: folder(s) or trained checkpoint file(s);
 2. ``controlnet_layers``: a new ControlNet from the DiT's first N blocks;
 
 else from the ``controlnet`` model config: the InstantX repository, or a local copy given with
-``--model-path`` (flat, or a ``controlnet/`` subfolder as diffusers saves it).
+``--model-path`` (flat, or a ``controlnet/`` subfolder as diffusers saves it). A load whose
+``purpose`` is ``"train"`` with none of these is an error: there would be nothing to train.
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffsynth_core.errors import ModelFileError
+from diffsynth_core.errors import ConfigError, ModelFileError
 from diffsynth_core.loading import ModelConfig
 
 from .family import CONTROLNET_FILE, CONTROLNET_SUBFOLDER, FAMILY
@@ -30,6 +30,11 @@ from .models import attach_controlnets, load_controlnet, new_controlnet, new_sou
 
 logger = logging.getLogger(__name__)
 CONTROL_COLUMNS = ("control_image", "control_mask")
+NO_CONTROLNET = (
+    "no ControlNet to train: pass --controlnet DIR (an existing ControlNet folder or a trained "
+    "checkpoint) or --controlnet-layers N (a new ControlNet of the DiT's first N blocks), or "
+    "put one in MODEL_PATH/controlnet/"
+)
 
 
 def configured_controlnet(config: ModelConfig) -> Path:
@@ -46,22 +51,6 @@ def configured_controlnet(config: ModelConfig) -> Path:
     ).folder()
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """The load-time family options (see the module docstring)."""
-
-    controlnet: str | list[str | os.PathLike[str]] | None = None
-    controlnet_layers: int | None = None
-    controlnet_inpaint: bool = False
-
-
-# diffsynth_load_pipeline receives no family options, so load_controlnet_pipeline hands them
-# to the hook through this context variable (per thread / task, reset after the call).
-_OPTIONS: ContextVar[LoadOptions | None] = ContextVar(
-    "diffsynth_controlnet_load_options", default=None
-)
-
-
 def load_controlnet_pipeline(
     model_configs: Mapping[str, ModelConfig] | None = None,
     device: str = "cpu",
@@ -70,29 +59,41 @@ def load_controlnet_pipeline(
     controlnet: str | list[str | os.PathLike[str]] | None = None,
     controlnet_layers: int | None = None,
     controlnet_inpaint: bool = False,
+    purpose: str = "train",
 ) -> Any:
-    """``load_pipeline("qwen-image-controlnet", ...)`` plus the load-time options: the
-    ControlNet folder(s) / checkpoint(s) to attach, or a new one of the DiT's first N blocks.
-
-    Goes through the core's ``load_pipeline``, so the plugin hooks (this family's units and
-    any other plugin's) apply as for ``diffsynth train`` / ``generate``.
+    """``load_pipeline("qwen-image-controlnet", ...)`` with the load-time options as keywords:
+    the ControlNet folder(s) / checkpoint(s) to attach, or a new one of the DiT's first N
+    blocks. For ``purpose="train"`` (the default: this is how a training script loads it) a
+    missing ControlNet is an error (see :data:`NO_CONTROLNET`); pass ``"python"`` to load
+    plain Qwen-Image and attach one later.
     """
     import torch
 
     from diffsynth_core.pipeline import load_pipeline
 
-    options = LoadOptions(controlnet, controlnet_layers, controlnet_inpaint)
-    token = _OPTIONS.set(options)
-    try:
-        dtype = torch_dtype or torch.float32
-        return load_pipeline(
-            FAMILY, model_configs, device=device, torch_dtype=dtype, model_path=model_path
-        )
-    finally:
-        _OPTIONS.reset(token)
+    options = {
+        "controlnet": controlnet,
+        "controlnet_layers": controlnet_layers,
+        "controlnet_inpaint": controlnet_inpaint,
+    }
+    return load_pipeline(
+        FAMILY,
+        model_configs,
+        device=device,
+        torch_dtype=torch_dtype or torch.float32,
+        model_path=model_path,
+        options={k: v for k, v in options.items() if v is not None},
+        purpose=purpose,
+    )
 
 
-def load_from_hook(model_configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any) -> Any:
+def load_from_hook(
+    model_configs: Mapping[str, ModelConfig],
+    device: str,
+    torch_dtype: Any,
+    options: Mapping[str, Any],
+    purpose: str = "python",
+) -> Any:
     """What ``diffsynth_load_pipeline`` does: Qwen-Image through its own loader, then the
     ControlNet(s) the options (or else the ``controlnet`` model config) name."""
     from diffsynth_qwen_image.loader import load_qwen_image_pipeline
@@ -100,32 +101,35 @@ def load_from_hook(model_configs: Mapping[str, ModelConfig], device: str, torch_
     base = {name: cfg for name, cfg in model_configs.items() if name != "controlnet"}
     pipe = load_qwen_image_pipeline(base, device, torch_dtype)
     pass_control_columns(pipe)
-    options = _OPTIONS.get() or LoadOptions()
-    sources = split_sources(options.controlnet)
+    sources = split_sources(options.get("controlnet"))
+    layers, inpaint = options.get("controlnet_layers"), bool(options.get("controlnet_inpaint"))
     if sources:
         models = [load_controlnet(s, pipe.dit, torch_dtype) for s in sources]
-    elif options.controlnet_layers:
-        layers, inpaint = int(options.controlnet_layers), options.controlnet_inpaint
-        models, sources = [new_controlnet(pipe.dit, layers, inpaint)], [new_source(layers, inpaint)]
-    elif "controlnet" in model_configs:
-        return attach_configured(pipe, model_configs["controlnet"], torch_dtype)
+    elif layers:
+        models, sources = (
+            [new_controlnet(pipe.dit, int(layers), inpaint)],
+            [new_source(int(layers), inpaint)],
+        )
     else:
-        return pipe  # attached later, from generate's --controlnet (see units.ensure_controlnets)
+        if "controlnet" in model_configs:
+            attach_configured(pipe, model_configs["controlnet"], torch_dtype)
+        why = getattr(pipe, "controlnet_error", None)
+        if purpose == "train" and getattr(pipe, "controlnet", None) is None:
+            raise ConfigError(NO_CONTROLNET + (f" (the default one: {why})" if why else ""))
+        if why:  # plain Qwen-Image until a control image asks for a ControlNet
+            logger.warning("no ControlNet loaded (%s); give one with --controlnet DIR", why)
+        return pipe
     attach_controlnets(pipe, models, sources)
     return pipe
 
 
 def attach_configured(pipe: Any, config: ModelConfig, torch_dtype: Any) -> Any:
-    """Attach the ControlNet of the family's model config when it can be found.
-
-    A missing one does not fail the load: ``generate --controlnet DIR`` names it later (the
-    unit loads it then), so a Qwen-Image copy without one is fine. Using the pipeline with a
-    control image and no ControlNet is an error that repeats this one.
-    """
+    """Attach the ControlNet of the family's model config when it can be found, else keep why
+    in ``pipe.controlnet_error``: a missing one fails a training load only (without a control
+    image the pipeline is plain Qwen-Image; with one, the unit's error repeats this one)."""
     try:
         folder = configured_controlnet(config)
     except ModelFileError as error:
-        logger.warning("no ControlNet loaded (%s); give one with --controlnet DIR", error)
         pipe.controlnet_error = str(error)
         return pipe
     attach_controlnets(pipe, [load_controlnet(folder, pipe.dit, torch_dtype)], [str(folder)])

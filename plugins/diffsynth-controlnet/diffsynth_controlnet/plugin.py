@@ -25,13 +25,18 @@ def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
 
 @hookimpl
 def diffsynth_load_pipeline(
-    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any
+    family: Any,
+    model_configs: dict[str, Any],
+    device: str,
+    torch_dtype: Any,
+    options: dict[str, Any],
+    purpose: str,
 ) -> Any:
     if family.name != FAMILY:
         return None
     from .loading import load_from_hook
 
-    return load_from_hook(model_configs, device, torch_dtype)
+    return load_from_hook(model_configs, device, torch_dtype, options, purpose)
 
 
 @hookimpl

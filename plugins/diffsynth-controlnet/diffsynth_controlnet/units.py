@@ -194,8 +194,9 @@ def wanted_sources(
 def ensure_controlnets(
     pipe: Any, controlnet: Any = None, controlnet_layers: int | None = None, inpaint: bool = False
 ) -> None:
-    """Attach the ControlNets the options name unless they are attached already (generate's
-    ``--controlnet`` arrives here, after loading); error when there is none at all."""
+    """Attach the ControlNets the options name unless they are attached already (they are when
+    the options were given at load time, as the CLI does; a Python caller may name them only in
+    the call); error when there is none at all."""
     wanted = wanted_sources(controlnet, controlnet_layers, inpaint)
     if wanted and tuple(wanted) != tuple(getattr(pipe, "controlnet_sources", ())):
         if pipe.scheduler.training:
@@ -215,11 +216,10 @@ def ensure_controlnets(
 
 
 LOAD_TIME_ONLY = (
-    "--controlnet / --controlnet-layers for training must take effect when the pipeline is "
-    "loaded (before the optimizer is built), but this diffsynth-core passes family options to "
-    "the pipeline only when it runs. Put the ControlNet in MODEL_PATH/controlnet/ (or train "
-    "from Python: diffsynth_controlnet.load_controlnet_pipeline(model_path=..., controlnet=..., "
-    "controlnet_layers=...)); see docs/models/qwen-image-controlnet.md"
+    "in training, the ControlNet options must be given when the pipeline is loaded, before the "
+    "optimizer is built (a ControlNet attached now would not be trained): `diffsynth train` does "
+    "so; from Python, load with load_pipeline(..., options={'controlnet': ...}) or "
+    "diffsynth_controlnet.load_controlnet_pipeline(controlnet=..., controlnet_layers=...)"
 )
 
 

@@ -25,10 +25,7 @@ def test_family_extends_qwen_image() -> None:
     assert f.model_files["controlnet"].model_id == "InstantX/Qwen-Image-ControlNet-Union"
     assert f.defaults.data_file_keys == ("image", "control_image")
     assert f.defaults.required_columns == ("image", "prompt", "control_image")
-    assert (
-        f.defaults.remove_prefix_in_ckpt == "pipe.controlnet."
-        and f.defaults.lora_base_model == "controlnet"
-    )
+    assert f.defaults.remove_prefix_in_ckpt == "pipe.controlnet."
     generate = {o.name for o in f.options_for("generate")}
     train = {o.name for o in f.options_for("train")}
     assert {
@@ -40,6 +37,17 @@ def test_family_extends_qwen_image() -> None:
         "control_end",
     } <= generate
     assert {"controlnet", "controlnet_layers"} <= train and "controlnet_layers" not in generate
+
+
+def test_training_defaults_to_the_whole_controlnet() -> None:
+    from diffsynth_core.training.config import resolve
+
+    full = resolve({"dataset": "d"}, {}, family())
+    assert full.trainable_models == "controlnet" and full.lora_base_model is None
+    for base in ("controlnet", "dit"):
+        lora = resolve({"dataset": "d", "lora_base_model": base}, {}, family())
+        assert lora.lora_base_model == base and lora.trainable_models is None
+        assert lora.lora_target_modules  # the family's targets serve both models
 
 
 def test_plugin_module_is_import_light() -> None:
@@ -125,9 +133,6 @@ def test_a_lora_file_is_not_a_controlnet(tmp_path, tiny_pipe) -> None:  # noqa: 
 
 @pytest.mark.slow
 def test_family_conformance(tmp_path) -> None:  # noqa: ANN001
-    from diffsynth_core.testing.conformance import check_family_conformance
-    from diffsynth_core.training import lora
+    from diffsynth_core.testing import check_family_conformance
 
-    if "controlnet." not in lora._PREFIXES:
-        pytest.skip("diffsynth-core's LoRA reader does not strip the controlnet. prefix yet")
     check_family_conformance("qwen-image-controlnet", workdir=tmp_path)

@@ -249,14 +249,25 @@ def test_training_inputs_carry_the_control_image_resized_to_the_target(
         tiny_pipe.scheduler.set_timesteps(4, image_seq_len=16)
 
 
-def test_load_time_options_arriving_at_run_time_in_training_are_refused(fresh_pipe, data) -> None:  # noqa: ANN001
-    from diffsynth_controlnet.units import LOAD_TIME_ONLY
+def test_a_controlnet_named_only_at_run_time_in_training_is_refused(fresh_pipe, data) -> None:  # noqa: ANN001
+    """Python callers who skip the load options: the optimizer would not hold a ControlNet
+    attached in the first step, so that is an error, not an untrained ControlNet."""
     from diffsynth_core.errors import ConfigError
 
     pipe = fresh_pipe(controlnet_layers=1)
-    train(
-        pipe, data, steps=1, trainable_models="controlnet", extra={"controlnet_layers": 1}
-    )  # as loaded
-    with pytest.raises(ConfigError, match="must take effect when the pipeline is loaded"):
+    train(pipe, data, steps=1, trainable_models="controlnet", extra={"controlnet_layers": 1})
+    with pytest.raises(ConfigError, match="must be given when the pipeline is loaded"):
         train(pipe, data, steps=1, trainable_models="controlnet", extra={"controlnet_layers": 2})
-    assert "MODEL_PATH/controlnet/" in LOAD_TIME_ONLY
+
+
+def test_training_load_needs_a_controlnet(tiny_dir, tmp_path) -> None:  # noqa: ANN001
+    import shutil
+
+    from diffsynth_controlnet.loading import load_controlnet_pipeline
+    from diffsynth_core.errors import ConfigError
+
+    qwen = tmp_path / "qwen-image"  # a Qwen-Image copy without controlnet/
+    shutil.copytree(tiny_dir, qwen, ignore=shutil.ignore_patterns("controlnet"))
+    with pytest.raises(ConfigError, match="pass --controlnet DIR .* or --controlnet-layers N"):
+        load_controlnet_pipeline(model_path=str(qwen))
+    assert load_controlnet_pipeline(model_path=str(qwen), controlnet_layers=1).controlnet
