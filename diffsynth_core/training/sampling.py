@@ -110,7 +110,8 @@ class SampleRenderer:
         return paths
 
     def _one(self, pipe: Any, step: int, index: int, prompt: str) -> Path:
-        result = pipe(prompt=prompt, seed=self.seed + index, **self.settings)
+        # progress=False: a second bar would break the training bar's line
+        result = pipe(prompt=prompt, seed=self.seed + index, progress=False, **self.settings)
         stem = self.folder / f"step-{step:06d}-{index}"
         if isinstance(result, list):  # a video family returns frames
             from ..data.video import save_video
