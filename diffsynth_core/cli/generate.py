@@ -25,7 +25,11 @@ import click
     "--preset", type=click.Choice(["tiny"]), default=None, help="use the family's tiny model"
 )
 @click.option(
-    "--lora", "loras", multiple=True, help="LoRA file to merge (repeatable; any supported key form)"
+    "--lora",
+    "loras",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),  # checked before minutes of model loading
+    help="LoRA file to merge (repeatable; any supported key form)",
 )
 @click.option(
     "--lora-scale", type=float, default=1.0, show_default=True, help="strength of every --lora"

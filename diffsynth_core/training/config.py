@@ -75,8 +75,40 @@ class TrainConfig:
     allow_pickle: bool = False
     cache_features: bool = False
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# (setting, smallest allowed value, whether the smallest itself is allowed)
+_LOWER_BOUNDS = (
+    ("learning_rate", 0, False), ("num_epochs", 1, True), ("max_steps", 1, True),
+    ("batch_size", 1, True), ("gradient_accumulation_steps", 1, True), ("warmup_steps", 0, True),
+    ("max_grad_norm", 0, False), ("weight_decay", 0, True), ("lora_rank", 1, True),
+    ("lora_alpha", 0, False), ("height", 1, True), ("width", 1, True), ("max_pixels", 1, True),
+    ("num_frames", 1, True), ("repeat", 1, True), ("save_every_n_steps", 1, True),
+    ("keep_last", 1, True), ("sample_every", 1, True), ("sample_steps", 1, True),
+    ("num_workers", 0, True),
+)  # fmt: skip
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """A value outside its range (a rank of 0, a negative step count) is a one-line error
+    before anything is loaded, from a flag and from a config file alike."""
+    for name, low, inclusive in _LOWER_BOUNDS:
+        value = getattr(config, name)
+        if value is not None and (value < low or (value == low and not inclusive)):
+            relation = ">=" if inclusive else ">"
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be {relation} {low}, not {value}")
+    lo, hi = config.min_timestep_boundary, config.max_timestep_boundary
+    if not 0 <= lo < hi <= 1:
+        raise ConfigError(
+            "timestep boundaries must satisfy 0 <= --min-timestep-boundary < "
+            f"--max-timestep-boundary <= 1 (got {lo} and {hi})"
+        )
 
 
 def _field_types() -> dict[str, tuple[type, ...]]:

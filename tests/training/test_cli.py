@@ -128,6 +128,7 @@ def test_config_file_with_flag_override(cli: Any, image_folder: Path, tmp_path: 
         ('model = "toy"\nlearning_rat = 0.1\n', "unknown setting(s) learning_rat"),
         ('model = "toy"\nlora_rank = "big"\n', "lora_rank in --config"),
         ('model = "toy"\nlora_rank = \n', "not valid TOML"),
+        ('model = "toy"\nlora_rank = 0\n', "--lora-rank must be >= 1, not 0"),
     ],
 )
 def test_bad_config_files_are_one_line_errors(
@@ -153,6 +154,13 @@ def test_unknown_flags_and_missing_settings_say_what_to_do(cli: Any, image_folde
     assert "--model is required" in cli("train", "--dataset", image_folder).output
     assert "--dataset DIR is required" in cli("train", "--model", "toy").output
     assert "no model family 'nope'" in cli("train", "--model", "nope").output
+    for flags, message in (
+        (("--lora-rank", "-3"), "--lora-rank must be >= 1, not -3"),
+        (("--learning-rate", "0"), "--learning-rate must be > 0"),
+        (("--max-timestep-boundary", "1.5"), "timestep boundaries must satisfy"),
+    ):
+        result = cli("train", "--model", "toy", "--dataset", image_folder, *flags)
+        assert result.exit_code == 1 and message in result.output, result.output
 
 
 def test_bf16_mixed_precision_trains(cli: Any, image_folder: Path, tmp_path: Path) -> None:
@@ -183,3 +191,12 @@ def test_bf16_mixed_precision_trains(cli: Any, image_folder: Path, tmp_path: Pat
         v.dtype.is_floating_point and v.isfinite().all()
         for v in load_file(str(out / "final.safetensors")).values()
     )
+
+
+def test_generate_refuses_a_missing_lora_before_loading(cli: Any, tmp_path: Path) -> None:
+    result = cli(
+        "generate", "--model", "toy", "--preset", "tiny", "--prompt", "x",
+        "--lora", tmp_path / "absent.safetensors", "--output", tmp_path / "x.png",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "absent.safetensors' does not exist" in result.output
+    assert not (tmp_path / "x.png").exists()
