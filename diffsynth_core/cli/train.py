@@ -110,6 +110,7 @@ OPTIONS: list[tuple[str, Any, str]] = [
     ),
     ("--num-workers", int, "DataLoader worker processes [0]"),
     ("--allow-pickle", None, "allow loading pickle (.bin/.pt/.ckpt) weights you trust"),
+    ("--overwrite", None, "start afresh in an --output that holds a previous run (replacing it)"),
     (
         "--cache-features",
         None,

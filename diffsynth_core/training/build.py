@@ -214,6 +214,7 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
     from .summary import startup_summary
 
     c = run.config
+    check_output(c)
     accelerator = make_accelerator(c)
     dataset = build_dataset(c, run.family)
     set_seed(c.seed)  # LoRA initialisation: the same on every run and every process
@@ -225,6 +226,19 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
         atomic_write_json(Path(c.output) / "training_args.json", args)
     return launch_training_task(
         accelerator, dataset, module, logger, c.learning_rate, c.num_epochs, **run_options(run)
+    )
+
+
+def check_output(config: TrainConfig) -> None:
+    """Refuse to start afresh over a previous run: its checkpoints and states would be replaced
+    and pruned. ``--resume`` continues it; ``--overwrite`` says replacing it is meant."""
+    output = Path(config.output)
+    previous = sorted(output.glob("*.safetensors")) + sorted((output / "state").glob("step-*"))
+    if config.resume or config.overwrite or not previous:
+        return
+    raise ConfigError(
+        f"{output} already holds a run ({', '.join(p.name for p in previous[-3:])} ...): "
+        "continue it with --resume latest, pick another --output, or pass --overwrite to replace it"
     )
 
 

@@ -74,6 +74,7 @@ class TrainConfig:
     num_workers: int = 0
     allow_pickle: bool = False
     cache_features: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -200,3 +200,18 @@ def test_generate_refuses_a_missing_lora_before_loading(cli: Any, tmp_path: Path
     )  # fmt: skip
     assert result.exit_code == 2 and "absent.safetensors' does not exist" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_previous_run_is_never_replaced_by_accident(
+    cli: Any, image_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ("train", "--model", "toy", "--preset", "tiny", "--dataset", image_folder,
+            "--output", out, "--max-steps", 2, "--learning-rate", 1e-2)  # fmt: skip
+    assert cli(*args).exit_code == 0
+    before = (out / "final.safetensors").read_bytes()
+    again = cli(*args, "--seed", 7)
+    assert again.exit_code == 1 and "--resume latest" in again.output and "--overwrite" in again.output
+    assert (out / "final.safetensors").read_bytes() == before
+    assert cli(*args, "--seed", 7, "--overwrite").exit_code == 0
+    assert (out / "final.safetensors").read_bytes() != before
