@@ -213,7 +213,8 @@ def test_full_checkpoint_loads_directly_and_exports_for_diffusers(
     # 1. the checkpoint as --controlnet FILE (config read off the weights and the DiT)
     expected = generate(pipe, control_a, initial_latents)
     direct = load_pipe(controlnet=str(path))
-    assert torch.equal(generate(direct, control_a, initial_latents), expected)
+    # equal up to float rounding: the loaded copy's weights sit in other memory (BLAS blocking)
+    torch.testing.assert_close(generate(direct, control_a, initial_latents), expected, rtol=0, atol=1e-5)
     # 2. the diffusers layout, for QwenImageControlNetModel.from_pretrained
     folder = export_checkpoint(path, tiny_dir, tmp_path / "exported")
     model = QwenImageControlNetModel.from_pretrained(str(folder))
