@@ -103,6 +103,7 @@ class ValidationReport:
     total_rows: int
     ok_rows: list[int] = field(default_factory=list)
     refused: list[BadRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # files of a captioned folder that did not pair
 
     @property
     def ok(self) -> bool:
@@ -122,13 +123,16 @@ class ValidationReport:
         lines += [f"  {describe(record)}" for record in self.refused[:limit]]
         if len(self.refused) > limit:
             lines.append(f"  ... and {len(self.refused) - limit} more")
+        lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
 def validate(dataset: UnifiedDataset) -> ValidationReport:
     """Check every metadata row's files from headers only; see :class:`ValidationReport`."""
     source = str(dataset.metadata_path or dataset.base_path)
-    report = ValidationReport(source=source, total_rows=len(dataset.rows))
+    report = ValidationReport(
+        source=source, total_rows=len(dataset.rows), notes=list(getattr(dataset, "notes", ()))
+    )
     probes: dict[str, ColumnProbe] = {}
     for row_index, row in enumerate(dataset.rows):
         failures = []
