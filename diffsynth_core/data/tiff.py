@@ -67,7 +67,9 @@ class FloatTiff:
         planar = self._tag(284, 1)[0] == 2
         count = width * height * channels
         if len(data) < count * dtype.itemsize:
-            raise bad_sample("truncated", "float TIFF holds fewer pixels than its header says", path=self.path)
+            raise bad_sample(
+                "truncated", "float TIFF holds fewer pixels than its header says", path=self.path
+            )
         flat = np.frombuffer(data, dtype=dtype, count=count)
         if planar:
             return flat.reshape(channels, height, width).transpose(1, 2, 0)
@@ -84,7 +86,9 @@ class FloatTiff:
         return strips
 
     def _unsupported(self, what: str) -> BadSampleError:
-        return bad_sample("corrupt", f"float TIFF with {what} is not supported; {_CONVERT_HINT}", path=self.path)
+        return bad_sample(
+            "corrupt", f"float TIFF with {what} is not supported; {_CONVERT_HINT}", path=self.path
+        )
 
 
 def open_float_tiff(path: Path) -> FloatTiff | None:

@@ -64,7 +64,9 @@ def test_float_rgba_tiff_is_composited_over_white(tmp_path: Path) -> None:
     assert loaded[1, 1].tolist() == [255, 255, 255]
 
 
-def test_truncated_float_tiff_is_a_bad_sample(png_twin: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+def test_truncated_float_tiff_is_a_bad_sample(
+    png_twin: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
     _, pixels = png_twin
     tif = float_tiff(tmp_path / "cut.tif", pixels.astype(np.float32) / 255.0)
     tif.write_bytes(tif.read_bytes()[:-100])

@@ -69,7 +69,11 @@ def test_an_uncaptioned_image_trains_with_an_empty_prompt_and_is_counted(
     picture(tmp_path, "c.png", "blue", "a blue square")
     with caplog.at_level(logging.WARNING):
         dataset = UnifiedDataset(tmp_path)
-    assert prompts_by_colour(dataset) == {"a.png": "a red square", "b.png": "", "c.png": "a blue square"}
+    assert prompts_by_colour(dataset) == {
+        "a.png": "a red square",
+        "b.png": "",
+        "c.png": "a blue square",
+    }
     note = "1 file(s) have no .txt caption and train with an empty prompt: b.png"
     assert dataset.notes == [note] and note in caplog.text
 
@@ -102,7 +106,9 @@ def test_nested_folders_pair_within_their_own_folder(tmp_path: Path) -> None:
         "sub/a.png": "",
         "sub/b.png": "a blue nested square",
     }
-    assert dataset.notes[1] == "1 .txt file(s) match no media file and are not used: sub/deeper/b.txt"
+    assert (
+        dataset.notes[1] == "1 .txt file(s) match no media file and are not used: sub/deeper/b.txt"
+    )
 
 
 def test_captions_with_a_bom_and_crlf_are_their_text(tmp_path: Path) -> None:
