@@ -26,7 +26,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..errors import BadSampleError, ConfigError, DatasetError, DiffSynthError
-from .bad_samples import BadRecord, BadSampleLog, describe, make_record
+from .bad_samples import BadRecord, BadSampleLog, SampleLoadError, describe, make_record
 from .files import is_empty_value
 from .folder import DEFAULT_CAPTION_EXTENSION, check_caption_extension, scan_folder
 from .images import DEFAULT_PIXEL_LIMIT
@@ -208,7 +208,9 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         self, error: Exception, index: int, row: int, column: str, value: Any
     ) -> BadSampleError:
         record = make_record(error, index=index, row=row, column=column, value=value)
-        wrapped = BadSampleError(describe(record), row=row, path=record["path"])
+        wrapped = SampleLoadError(
+            describe(record), row=row, path=record["path"], kind=record["kind"]
+        )
         wrapped.record = record  # type: ignore[attr-defined]
         return wrapped
 
