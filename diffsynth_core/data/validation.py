@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadSampleError
+from ..errors import BadSampleError, DiffSynthError
 from .bad_samples import BadRecord, describe, make_record
 from .files import GIF_EXTENSIONS, IMAGE_EXTENSIONS, check_file, frame_files, resolve_inside
 from .files import bad_sample as _bad
@@ -175,9 +175,13 @@ def validate(
         for column in dataset.file_columns(row):
             try:
                 probes[column].check(row.get(column), decode)
-            except BadSampleError as error:
+            except Exception as error:  # as in UnifiedDataset.load: any failure is a bad sample,
+                if isinstance(error, DiffSynthError) and not isinstance(error, BadSampleError):
+                    raise  # but a configuration problem (imageio missing) stops the check
                 value = row.get(column)
-                found.append(make_record(error, index=row_index, row=row_index, column=column, value=value))
+                found.append(
+                    make_record(error, index=row_index, row=row_index, column=column, value=value)
+                )
         return found
 
     count = (workers or min(8, os.cpu_count() or 1)) if decode else 1
