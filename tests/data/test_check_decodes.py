@@ -17,9 +17,6 @@ from diffsynth_core.errors import BadSampleError
 
 from .media import gray_frames, write_csv
 
-pytest.importorskip("imageio_ffmpeg")
-
-
 def noise_png(path: Path, size: tuple[int, int] = (64, 64)) -> Path:
     """A PNG that does not compress away: cutting its end cuts pixel data."""
     Image.frombytes(
@@ -56,6 +53,7 @@ def test_a_truncated_png_is_refused(images: UnifiedDataset) -> None:
 
 @pytest.fixture
 def clips(tmp_path: Path) -> UnifiedDataset:
+    pytest.importorskip("imageio_ffmpeg")
     save_video(gray_frames(9), tmp_path / "good.mp4", fps=8)
     data = (tmp_path / "good.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # moov (at the end) lost
