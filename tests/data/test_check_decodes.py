@@ -17,6 +17,7 @@ from diffsynth_core.errors import BadSampleError
 
 from .media import gray_frames, write_csv
 
+
 def noise_png(path: Path, size: tuple[int, int] = (64, 64)) -> Path:
     """A PNG that does not compress away: cutting its end cuts pixel data."""
     Image.frombytes(
