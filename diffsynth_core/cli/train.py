@@ -106,7 +106,7 @@ OPTIONS: list[tuple[str, Any, str]] = [
     (
         "--check-data",
         None,
-        "check every dataset row from file headers, report, and exit (1 if any row is refused)",
+        "check every dataset row (each file decoded as training reads it), report, and exit (1 if any row is refused)",
     ),
     ("--num-workers", int, "DataLoader worker processes [0]"),
     ("--allow-pickle", None, "allow loading pickle (.bin/.pt/.ckpt) weights you trust"),

@@ -22,9 +22,47 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadSampleError
 from .files import error_kind
 
 BadRecord = dict[str, Any]
+_WORKER_PREFIX = "Caught "  # torch: "Caught <Type> in DataLoader worker process N.\nOriginal ..."
+
+
+class SampleLoadError(BadSampleError):
+    """The error a dataset raises for one sample: ``row 3, column 'image' (a.png): missing: ...``.
+
+    A DataLoader worker cannot send the error itself to the main process: torch re-raises it as
+    ``type(error)(text)``, the text being "Caught SampleLoadError in DataLoader worker process
+    0. Original Traceback ..." and the worker's whole traceback. Built from such a text, this
+    error keeps only its own message (the last line of that traceback, after its class name), so
+    ``--on-bad-sample error`` ends with that one line; the worker's traceback stays available as
+    ``worker_traceback`` (and a note, printed with the traceback under DIFFSYNTH_DEBUG=1).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        row: int | None = None,
+        path: str | None = None,
+        kind: str | None = None,
+    ):
+        own, worker_traceback = self._unwrap(message)
+        super().__init__(own, row=row, path=path, kind=kind)
+        self.worker_traceback = worker_traceback
+        if worker_traceback and hasattr(self, "add_note"):  # Python 3.11+
+            self.add_note(worker_traceback)
+
+    @classmethod
+    def _unwrap(cls, message: str) -> tuple[str, str | None]:
+        if not message.startswith(_WORKER_PREFIX):
+            return message, None
+        marker = f"\n{cls.__module__}.{cls.__qualname__}: "
+        at = message.rfind(marker)  # the outermost error comes last in a chained traceback
+        if at < 0:
+            return message, None
+        return message[at + len(marker) :].strip(), message
 
 
 def make_record(

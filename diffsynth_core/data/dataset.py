@@ -26,10 +26,11 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..errors import BadSampleError, ConfigError, DatasetError, DiffSynthError
-from .bad_samples import BadRecord, BadSampleLog, describe, make_record
+from .bad_samples import BadRecord, BadSampleLog, SampleLoadError, describe, make_record
 from .files import is_empty_value
+from .folder import DEFAULT_CAPTION_EXTENSION, check_caption_extension, scan_folder
 from .images import DEFAULT_PIXEL_LIMIT
-from .metadata import Row, check_columns, read_metadata, scan_folder
+from .metadata import Row, check_columns, read_metadata
 from .operators import Chain, ImageCropAndResize, LoadImage, LoadVideo, ToAbsolutePath
 
 __all__ = ["BadSampleLog", "SampleBatch", "UnifiedDataset", "collate_samples", "split_bad"]
@@ -70,6 +71,7 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         special_operator_map: Mapping[str, Operator] | None = None,
         required_columns: Sequence[str] = ("prompt",),
         on_bad_sample: str = "skip",
+        caption_extension: str = DEFAULT_CAPTION_EXTENSION,
     ):
         if on_bad_sample not in BAD_POLICIES:
             raise ConfigError(f"on_bad_sample must be one of {BAD_POLICIES}, not {on_bad_sample!r}")
@@ -84,19 +86,22 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         self.main_data_operator = main_data_operator or self.default_image_operator(base_path)
         self.special_operator_map = dict(special_operator_map or {})
         self.required_columns = tuple(required_columns)
+        self.caption_extension = check_caption_extension(caption_extension)
+        self.notes: list[str] = []  # what did not pair in a captioned folder (see .folder)
         self.rows = self._load_rows(self.required_columns)
         self.bad_records: list[BadRecord] = []  # skips seen by direct indexing in this process
 
     def _load_rows(self, required: tuple[str, ...]) -> list[Row]:
         if self.metadata_path is None:
             column = self.data_file_keys[0] if self.data_file_keys else "image"
-            rows, source = scan_folder(self.base_path, column), f"folder {self.base_path}"
+            scan = scan_folder(self.base_path, column, self.caption_extension)
+            rows, source, self.notes = scan.rows, f"folder {self.base_path}", scan.notes()
         else:
             rows, source = read_metadata(self.metadata_path), str(self.metadata_path)
         if not rows:
             raise DatasetError(
                 f"{source} holds no samples; add rows to the metadata file (or, for a folder, "
-                "images with same-named .txt captions)"
+                f"images with same-named {self.caption_extension} captions)"
             )
         files = tuple(k for k in self.required_file_keys() if k not in required)
         check_columns(rows, required + files, source)
@@ -203,7 +208,9 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         self, error: Exception, index: int, row: int, column: str, value: Any
     ) -> BadSampleError:
         record = make_record(error, index=index, row=row, column=column, value=value)
-        wrapped = BadSampleError(describe(record), row=row, path=record["path"])
+        wrapped = SampleLoadError(
+            describe(record), row=row, path=record["path"], kind=record["kind"]
+        )
         wrapped.record = record  # type: ignore[attr-defined]
         return wrapped
 

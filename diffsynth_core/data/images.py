@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import BadSampleError, ConfigError
 from .files import bad_sample, check_file
+from .tiff import float_tiff_image, float_to_uint8, open_float_tiff
 
 DEFAULT_PIXEL_LIMIT = 2**28  # ~268 Mpx: far above any training image, far below a bomb
 _EXIF_ORIENTATION = 0x0112
@@ -108,6 +109,12 @@ def header_size(path: Path, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[int
         with open_image(path, pixel_limit) as image:
             orientation = _orientation(image)
             width, height = image.size
+    except UnidentifiedImageError as error:
+        tiff = open_float_tiff(path)  # float RGB TIFFs: PIL has no mode for them
+        if tiff is None:
+            raise _pil_error(error, path) from error
+        _refuse_large(tiff.size, pixel_limit, path)
+        return tiff.size
     except _PIL_ERRORS as error:
         raise _pil_error(error, path) from error
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
@@ -120,6 +127,12 @@ def read_image(path: Path, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Image.Imag
             orientation = _orientation(image)
             image.load()
             rgb = to_rgb(image)
+    except UnidentifiedImageError as error:
+        tiff = open_float_tiff(path)
+        if tiff is None:
+            raise _pil_error(error, path) from error
+        _refuse_large(tiff.size, pixel_limit, path)
+        return to_rgb(float_tiff_image(tiff))
     except _PIL_ERRORS as error:
         raise _pil_error(error, path) from error
     return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
@@ -140,11 +153,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    # PIL's own convert() clips 16-bit values at 255, turning most photos white.
-    values = np.asarray(image).astype(np.float32)
-    if image.mode != "F":
-        values = values / 257.0  # 65535 -> 255
-    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    # PIL's own convert() clips 16-bit values at 255, turning most photos white, and float
+    # ones in 0..1 at 1, turning them black.
+    if image.mode == "F":
+        gray = float_to_uint8(np.asarray(image))
+    else:
+        values = np.asarray(image).astype(np.float32) / 257.0  # 65535 -> 255
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 

@@ -1,7 +1,7 @@
 """Reading a dataset's metadata into a list of rows (one dict per sample).
 
-Formats: ``.csv`` (pandas), ``.json`` (a list of objects), ``.jsonl`` (one object a line), or
-no metadata file at all: a folder of media files, each with a same-named ``.txt`` caption.
+Formats: ``.csv`` (pandas), ``.json`` (a list of objects), ``.jsonl`` (one object a line); a
+folder without a metadata file is read by :mod:`.folder`.
 Text is read as UTF-8 (a byte-order mark, as Excel writes, is accepted); anything else is a
 :class:`DatasetError` that names the file and says how to fix it.
 """
@@ -9,15 +9,11 @@ Text is read as UTF-8 (a byte-order mark, as Excel writes, is accepted); anythin
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
-from .files import GIF_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-
-logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 METADATA_SUFFIXES = (".csv", ".json", ".jsonl")
@@ -31,7 +27,8 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> DatasetError:
     )
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """The text of ``path`` as UTF-8 (a BOM dropped, CRLF read as LF); DatasetError if not UTF-8."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -46,7 +43,7 @@ def read_metadata(path: Path) -> list[Row]:
     if suffix == ".csv":
         return _read_csv(path)
     if suffix == ".json":
-        return _check_objects(path, _parse_json(path, _read_text(path)))
+        return _check_objects(path, _parse_json(path, read_text(path)))
     if suffix == ".jsonl":
         return _read_jsonl(path)
     raise DatasetError(
@@ -80,7 +77,7 @@ def _parse_json(path: Path, text: str, line: int | None = None) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-    lines = _read_text(path).splitlines()
+    lines = read_text(path).splitlines()
     rows = [_parse_json(path, text, n) for n, text in enumerate(lines, 1) if text.strip()]
     return _check_objects(path, rows)
 
@@ -88,38 +85,6 @@ def _read_jsonl(path: Path) -> list[Row]:
 def _check_objects(path: Path, rows: Any) -> list[Row]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise DatasetError(f"{path} must hold a list of objects (one per sample)")
-    return rows
-
-
-def scan_folder(base_path: Path, media_column: str = "image") -> list[Row]:
-    """Rows for a folder of media files, each captioned by a same-named ``.txt`` file.
-
-    ``media_column`` names the column of the relative paths; a column called ``video`` (or
-    ending in ``_video``) collects video files and gifs, any other column images. Files with
-    no caption are left out, with a warning naming them.
-    """
-    is_video = media_column == "video" or media_column.endswith("_video")
-    suffixes = VIDEO_EXTENSIONS | GIF_EXTENSIONS if is_video else IMAGE_EXTENSIONS
-    media = sorted(p for p in base_path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-    rows, uncaptioned = [], []
-    for file in media:
-        caption = file.with_suffix(".txt")
-        if not caption.is_file():
-            uncaptioned.append(file.relative_to(base_path).as_posix())
-            continue
-        rows.append(
-            {
-                media_column: file.relative_to(base_path).as_posix(),
-                "prompt": _read_text(caption).strip(),
-            }
-        )
-    if uncaptioned:
-        logger.warning(
-            "%d file(s) in %s have no .txt caption and are left out: %s",
-            len(uncaptioned),
-            base_path,
-            ", ".join(uncaptioned[:5]) + (" ..." if len(uncaptioned) > 5 else ""),
-        )
     return rows
 
 

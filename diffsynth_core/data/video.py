@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,19 +72,22 @@ def frame_indices(count: int, source_fps: float | None, frame_rate: float | None
     return [math.floor(k * source_fps / frame_rate + 1e-6) for k in range(count)]
 
 
-def pick_frames(frames: Iterable[Image.Image], indices: Sequence[int]) -> list[Image.Image]:
+def iter_picked(frames: Iterable[Image.Image], indices: Sequence[int]) -> Iterator[Image.Image]:
     """The frames at ``indices`` (sorted, may repeat), pulling no frame past the last one."""
-    picked: list[Image.Image] = []
     if not indices:
-        return picked
+        return
     position = 0
     for index, frame in enumerate(frames):
         while position < len(indices) and indices[position] == index:
-            picked.append(frame)
+            yield frame
             position += 1
         if position == len(indices) or index >= indices[-1]:
             break
-    return picked
+
+
+def pick_frames(frames: Iterable[Image.Image], indices: Sequence[int]) -> list[Image.Image]:
+    """The frames at ``indices`` as a list (see :func:`iter_picked`)."""
+    return list(iter_picked(frames, indices))
 
 
 def open_video(path: Path, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> VideoSource:
@@ -141,7 +145,7 @@ def _ffmpeg_source(path: Path, pixel_limit: int) -> VideoSource:
     except ConfigError:
         raise
     except Exception as error:  # imageio raises OSError, RuntimeError, IndexError ...
-        raise bad_sample("corrupt", f"cannot open video: {error}", path=path) from error
+        raise bad_sample("corrupt", f"cannot open video: {ffmpeg_reason(error)}", path=path) from error
     width, height = meta.get("size") or (0, 0)
     if width * height > pixel_limit:
         reader.close()
@@ -152,12 +156,36 @@ def _ffmpeg_source(path: Path, pixel_limit: int) -> VideoSource:
     return VideoSource(meta.get("fps"), frames, reader.close)
 
 
+# ffmpeg's stderr: a build banner (version, configuration, library versions: ~2.6 KB), stream
+# descriptions, progress; the diagnostics are the other lines, often tagged "[in#0 @ 0x55..]".
+_FFMPEG_CHATTER = (
+    "ffmpeg version", "Input #", "Output #", "Stream mapping", "Press [q]", "frame=", "Consider ",
+)
+_FFMPEG_TAG = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*")
+_REASON_LIMIT = 300
+
+
+def ffmpeg_reason(error: BaseException) -> str:
+    """An imageio/ffmpeg error as one line: its own message and ffmpeg's diagnostics, no banner."""
+    head, _, stderr = str(error).partition("=== stderr ===")
+    lines = [head.strip()] if head.strip() else []
+    for line in stderr.splitlines():
+        if not line.strip() or line[0].isspace() or line.startswith(_FFMPEG_CHATTER):
+            continue  # the banner and stream descriptions are indented, or start like these
+        line = _FFMPEG_TAG.sub("", line).strip()
+        if line and line not in lines:
+            lines.append(line)
+    reason = " ".join(lines[:1]) + (f" (ffmpeg: {'; '.join(lines[1:])})" if lines[1:] else "")
+    reason = " ".join(reason.split())  # one line whatever imageio wrapped
+    return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
+
+
 def _guarded(frames: Iterable[Any], path: Path) -> Iterator[Any]:
     """``frames``, with a decoding failure mid-stream turned into a BadSampleError."""
     try:
         yield from frames
     except Exception as error:
-        raise bad_sample("corrupt", f"cannot decode video: {error}", path=path) from error
+        raise bad_sample("corrupt", f"cannot decode video: {ffmpeg_reason(error)}", path=path) from error
 
 
 def read_frames(
@@ -180,15 +208,47 @@ def read_frames(
         frames = pick_frames(source.frames, frame_indices(wanted, source.fps, frame_rate))
     finally:
         source.close()
-    usable = valid_frame_count(len(frames), time_division_factor, time_division_remainder)
+    usable = _usable(len(frames), time_division_factor, time_division_remainder, path)
+    return frames[:usable]
+
+
+def check_clip(
+    path: Path,
+    num_frames: int,
+    *,
+    time_division_factor: int = 4,
+    time_division_remainder: int = 1,
+    frame_rate: float | None = None,
+    pixel_limit: int = DEFAULT_PIXEL_LIMIT,
+) -> tuple[int, int]:
+    """Decode the frames :func:`read_frames` would return, keeping none; their (width, height).
+
+    The same BadSampleErrors as :func:`read_frames` (corrupt, truncated, too few frames), at
+    the memory cost of one frame: this is what ``--check-data`` runs on every clip.
+    """
+    wanted = valid_frame_count(num_frames, time_division_factor, time_division_remainder)
+    source = open_video(path, pixel_limit)
+    count, size = 0, (0, 0)
+    try:
+        for frame in iter_picked(source.frames, frame_indices(wanted, source.fps, frame_rate)):
+            count, size = count + 1, frame.size
+    finally:
+        source.close()
+    _usable(count, time_division_factor, time_division_remainder, path)
+    return size
+
+
+def _usable(count: int, factor: int, remainder: int, path: Path) -> int:
+    """The valid clip length within ``count`` frames; BadSampleError when there is none."""
+    usable = valid_frame_count(count, factor, remainder)
     if usable == 0:
         raise bad_sample(
             "too few frames",
-            f"clip has {len(frames)} usable frame(s); it needs a count n with "
-            f"n % {time_division_factor} == {time_division_remainder}",
+            f"clip has {count} usable frame(s); it needs a count n with "
+            f"n % {factor} == {remainder}",
             path=path,
         )
-    return frames[:usable]
+    return usable
 
 
 def probe_video_size(path: Path, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[int, int]:

@@ -243,7 +243,7 @@ def check_output(config: TrainConfig) -> None:
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
-    """``--check-data``: validate every row from file headers; exit status 1 if any is refused."""
+    """``--check-data``: check and decode every row's files; exit status 1 if any is refused."""
     from ..data import validate
 
     report = validate(build_dataset(run.config, run.family))

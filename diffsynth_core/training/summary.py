@@ -24,7 +24,7 @@ def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator
     what = ", ".join(
         x for x in (what, f"full: {c.trainable_models}" if c.trainable_models else "") if x
     )
-    report = validate(dataset)
+    report = validate(dataset, decode=False)  # headers only: --check-data decodes
     refused = (
         f"{len(report.refused_rows)} refused (see --check-data)"
         if report.refused_rows

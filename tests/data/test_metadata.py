@@ -60,6 +60,7 @@ def test_folder_with_captions(images: Path, caplog: pytest.LogCaptureFixture) ->
         dataset = UnifiedDataset(images)  # b.png has no caption
     assert dataset.rows == [
         {"image": "a.png", "prompt": "a red square"},
+        {"image": "b.png", "prompt": ""},  # trained with an empty prompt, and reported
         {"image": "sub/c.jpg", "prompt": "nested"},
     ]
     assert "b.png" in caplog.text and "no .txt caption" in caplog.text

@@ -1,4 +1,4 @@
-"""validate(): the start-up pass behind --check-data, from headers only."""
+"""validate(): the start-up pass behind --check-data (headers; decoding: test_check_decodes.py)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,15 @@ def test_validate_sorts_rows_into_ok_and_refused(dataset: UnifiedDataset) -> Non
     assert report.format(limit=2).endswith("... and 4 more")
 
 
-def test_validate_never_decodes(dataset: UnifiedDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_without_decode_never_decodes(
+    dataset: UnifiedDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("validate decoded an image")
 
     monkeypatch.setattr(images_module, "read_image", no_decoding)
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
-    assert validate(dataset).ok_rows == [0, 7]
+    assert validate(dataset, decode=False).ok_rows == [0, 7]
 
 
 def test_validate_checks_image_lists_and_all_file_columns(tmp_path: Path) -> None:
@@ -81,7 +83,7 @@ def test_validate_checks_image_lists_and_all_file_columns(tmp_path: Path) -> Non
     assert report.refused[0]["column"] == "refs" and report.refused[0]["kind"] == "missing"
 
 
-def test_validate_videos_by_existence(tmp_path: Path) -> None:
+def test_validate_without_decode_checks_videos_by_existence(tmp_path: Path) -> None:
     (tmp_path / "a.mp4").write_bytes(b"pretend video")
     (tmp_path / "frames").mkdir()
     (tmp_path / "empty_frames").mkdir()
@@ -95,5 +97,5 @@ def test_validate_videos_by_existence(tmp_path: Path) -> None:
         data_file_keys="video",
         main_data_operator=UnifiedDataset.default_video_operator(tmp_path),
     )
-    report = validate(ds)
+    report = validate(ds, decode=False)
     assert report.ok_rows == [0, 1] and report.refused_rows == [2, 3]
