@@ -49,43 +49,18 @@ def write_csv(path: Path, header: str, *rows: str) -> Path:
     return path
 
 
-def float_tiff(path: Path, pixels: np.ndarray, *, big_endian: bool = False, deflate: bool = False) -> Path:
-    """An uncompressed (or deflate) float32 TIFF of an HxW or HxWxC array, one strip.
+def float_tiff(
+    path: Path, pixels: np.ndarray, *, big_endian: bool = False, deflate: bool = False, tiled: bool = False
+) -> Path:
+    """A float32 TIFF of an HxW or HxWxC array, written by tifffile (PIL writes only one channel)."""
+    import tifffile
 
-    Written by hand: PIL writes only one-channel float TIFFs, and tifffile is not a dependency.
-    """
-    order = ">" if big_endian else "<"
-    pixels = np.ascontiguousarray(pixels, dtype=f"{order}f4")
-    height, width = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    data = zlib.compress(pixels.tobytes()) if deflate else pixels.tobytes()
-    n_tags = 11
-    lists_at = 8 + 2 + n_tags * 12 + 4  # after the header and the one directory
-    data_at = lists_at + (4 * channels if channels > 2 else 0)
-
-    def shorts(values: list[int], offset: int) -> tuple[int, int, int, bytes]:
-        if len(values) > 2:  # stored elsewhere, the entry holds the offset
-            return 3, len(values), offset, b""
-        return 3, len(values), -1, struct.pack(f"{order}{len(values)}H", *values).ljust(4, b"\0")
-
-    entries = [
-        (256, 4, 1, width), (257, 4, 1, height),
-        (258, *shorts([32] * channels, lists_at)),
-        (259, 3, 1, 8 if deflate else 1), (262, 3, 1, 2 if channels >= 3 else 1),
-        (273, 4, 1, data_at), (277, 3, 1, channels), (278, 4, 1, height),
-        (279, 4, 1, len(data)), (284, 3, 1, 1),
-        (339, *shorts([3] * channels, lists_at + 2 * channels)),
-    ]
-    out = (b"MM\0*" if big_endian else b"II*\0") + struct.pack(f"{order}IH", 8, n_tags)
-    for tag, kind, count, value, *inline in entries:
-        if inline and value == -1:
-            out += struct.pack(f"{order}HHI", tag, kind, count) + inline[0]
-        elif kind == 3 and count == 1:
-            out += struct.pack(f"{order}HHIHH", tag, kind, count, value, 0)
-        else:
-            out += struct.pack(f"{order}HHII", tag, kind, count, value)
-    out += struct.pack(f"{order}I", 0)
-    if channels > 2:
-        out += struct.pack(f"{order}{2 * channels}H", *([32] * channels + [3] * channels))
-    path.write_bytes(out + data)
+    tifffile.imwrite(
+        path,
+        np.asarray(pixels, dtype=np.float32),
+        byteorder=">" if big_endian else "<",
+        compression="zlib" if deflate else None,
+        tile=(16, 16) if tiled else None,
+        photometric="rgb" if np.ndim(pixels) == 3 and np.shape(pixels)[2] >= 3 else "minisblack",
+    )
     return path

@@ -26,7 +26,7 @@ def png_twin(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 @pytest.mark.parametrize("scale", [1.0, 255.0], ids=["0..1", "0..255"])
-@pytest.mark.parametrize("layout", ["little", "big", "deflate"])
+@pytest.mark.parametrize("layout", ["little", "big", "deflate", "tiled"])
 def test_float_rgb_tiff_is_its_png_twin(
     png_twin: tuple[Path, np.ndarray], tmp_path: Path, scale: float, layout: str
 ) -> None:
@@ -36,6 +36,7 @@ def test_float_rgb_tiff_is_its_png_twin(
         pixels.astype(np.float32) / 255.0 * scale,
         big_endian=layout == "big",
         deflate=layout == "deflate",
+        tiled=layout == "tiled",
     )
     loaded = read_image(tif)
     assert loaded.mode == "RGB" and loaded.size == (40, 24) == header_size(tif)
