@@ -36,7 +36,7 @@ class DiffSynthGroup(click.Group):
         except KeyboardInterrupt as exc:  # Ctrl-C outside the training loop's own handler
             if debug_enabled():
                 raise
-            click.echo(f"interrupted: {exc or 'Ctrl-C before the command finished'}", err=True)
+            click.echo(f"interrupted: {str(exc) or 'Ctrl-C before the command finished'}", err=True)
             raise click.exceptions.Exit(130) from exc  # 128 + SIGINT, as a shell reports it
 
 
