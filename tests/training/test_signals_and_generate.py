@@ -70,7 +70,9 @@ def test_a_signal_to_the_process_group_with_workers_saves_at_the_stop(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     metrics = run / "logs" / "metrics.csv"
-    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 2, process, "2 steps")
+    _wait_for(
+        lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 2, process, "2 steps"
+    )
     os.killpg(process.pid, sig)  # the whole group: the CLI and its two workers
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + sig, stderr[-3000:]
@@ -198,7 +200,9 @@ def test_generate_refuses_out_of_range_settings_before_loading(
 @pytest.fixture
 def trained_lora(cli: Any, image_folder: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
-    result = cli("train", *TOY, *SMALL, "--dataset", image_folder, "--max-steps", "2", "--output", out)
+    result = cli(
+        "train", *TOY, *SMALL, "--dataset", image_folder, "--max-steps", "2", "--output", out
+    )
     assert result.exit_code == 0, result.output
     return out / "final.safetensors"
 
@@ -218,7 +222,9 @@ def test_generate_refuses_a_lora_that_holds_nan(
     cli: Any, trained_lora: Path, tmp_path: Path
 ) -> None:
     """Needs the non-finite check in the LoRA reader (training/lora.py) as well."""
-    result = _generate(cli, tmp_path / "x.png", "--lora", _variant(trained_lora, float("nan"), tmp_path))
+    result = _generate(
+        cli, tmp_path / "x.png", "--lora", _variant(trained_lora, float("nan"), tmp_path)
+    )
     _one_error_line(result)
     assert not (tmp_path / "x.png").exists()
 
