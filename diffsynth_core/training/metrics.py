@@ -113,7 +113,7 @@ class MetricsLog:
         started = time.perf_counter()
         bar = self._bar if self._bar is not None and not self._bar.disable else None
         if bar is not None:
-            bar.set_description(label, refresh=True)
+            bar.set_description_str(label, refresh=True)
         try:
             yield
         finally:
@@ -123,7 +123,7 @@ class MetricsLog:
                 # tqdm's rate and ETA come from start_t and last_print_t (as in tqdm.unpause)
                 bar.start_t += spent
                 bar.last_print_t += spent
-                bar.set_description("train", refresh=True)
+                bar.set_description_str("train", refresh=True)
 
     def write(self, message: str) -> None:
         """A line above the progress bar (main process only; empty messages are dropped)."""
