@@ -4,14 +4,25 @@ Only click at module level; torch and the model load inside the command. LoRA fi
 any supported key form (diffusers, ComfyUI, kohya, peft, DiffSynth-Studio); each is merged
 into ``pipe.<lora base model>`` at ``--lora-scale``. Family options (``diffsynth models``)
 are given as extra flags; image, images, video and path options load their files.
+
+Everything a user can get wrong is checked before the model loads (minutes for a real model):
+the settings' ranges, ``--lora-scale``, and ``--output`` (a writable file with an image
+extension, or ``.mp4`` for a video family). A generation whose final latents hold NaN or inf
+(an all-black image) still saves the file, with a warning on stderr.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the image black
 
 
 @click.command(
@@ -32,7 +43,11 @@ import click
     help="LoRA file to merge (repeatable; any supported key form)",
 )
 @click.option(
-    "--lora-scale", type=float, default=1.0, show_default=True, help="strength of every --lora"
+    "--lora-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help=f"strength of every --lora (finite, at most {MAX_LORA_SCALE:g} either way)",
 )
 @click.option(
     "--lora-base-model", default=None, help="pipeline model the LoRA belongs to [family default]"
@@ -58,7 +73,10 @@ import click
     help="noise seed (the same image on every machine)",
 )
 @click.option(
-    "--output", default="out.png", show_default=True, help="image file, or .mp4 for video families"
+    "--output",
+    default="out.png",
+    show_default=True,
+    help=f"image file ({', '.join(IMAGE_SUFFIXES)}), or .mp4 for video families",
 )
 @click.option(
     "--fps", type=float, default=16, show_default=True, help="frame rate of a video output"
@@ -78,6 +96,8 @@ def generate(ctx: click.Context, **flags: Any) -> None:
     from ..training.family_options import family_values, split_family_args
 
     family = get_plugin_manager().get_family(flags["model"])
+    check_settings(flags)
+    output = check_output(Path(flags["output"]), is_video_family(family))
     options = family.options_for("generate")
     extra = family_values(
         options, split_family_args(list(ctx.args), options, family.name, "generate")
@@ -86,8 +106,105 @@ def generate(ctx: click.Context, **flags: Any) -> None:
     for path in flags["loras"]:
         changed = _merge_lora(pipe, family, path, flags)
         click.echo(f"merged {path}: {changed} module(s) changed at scale {flags['lora_scale']}")
+    finite = _watch_latents(pipe)
     result = pipe(**_call_arguments(flags), **extra)
-    click.echo(f"saved {_save(result, Path(flags['output']), flags['fps'])}")
+    click.echo(f"saved {_save(result, output, flags['fps'])}")
+    if not finite["ok"]:
+        click.echo(
+            "warning: the final latents hold NaN or inf values, so the output is blank or noise; "
+            "check the --lora files, --lora-scale and --dtype (float16 overflows easily)",
+            err=True,
+        )
+
+
+def check_settings(flags: dict[str, Any]) -> None:
+    """Range checks of the numeric flags, before anything loads."""
+    from ..errors import ConfigError
+
+    scale = flags["lora_scale"]
+    if not math.isfinite(scale) or abs(scale) > MAX_LORA_SCALE:
+        raise ConfigError(
+            f"--lora-scale {scale:g}: give a finite strength between {-MAX_LORA_SCALE:g} and "
+            f"{MAX_LORA_SCALE:g} (1 = as trained)"
+        )
+    for flag in ("steps", "height", "width"):
+        if flags[flag] is not None and flags[flag] < 1:
+            raise ConfigError(f"--{flag} {flags[flag]}: must be at least 1")
+    if not (math.isfinite(flags["fps"]) and flags["fps"] > 0):
+        raise ConfigError(f"--fps {flags['fps']:g}: must be a positive frame rate")
+    cfg = flags["cfg_scale"]
+    if cfg is not None and not math.isfinite(cfg):
+        raise ConfigError(f"--cfg-scale {cfg:g}: must be a finite number")
+
+
+def is_video_family(family: Any) -> bool:
+    """A family that makes clips: it has a default frame count (``--num-frames``)."""
+    return getattr(family.defaults, "num_frames", None) is not None
+
+
+def check_output(output: Path, video: bool) -> Path:
+    """``output`` if a file of the family's kind can be written there, else a ConfigError."""
+    from ..errors import ConfigError
+
+    suffix = output.suffix.lower()
+    wanted = "NAME.mp4" if video else f"NAME{IMAGE_SUFFIXES[0]}"
+    if output.is_dir():
+        raise ConfigError(
+            f"--output {output} is a folder: give a file name, e.g. {output / wanted}"
+        )
+    if video and suffix != ".mp4":
+        raise ConfigError(f"--output {output}: this family makes video: give --output {wanted}")
+    if not video and suffix not in IMAGE_SUFFIXES:
+        kind = {".mp4": "a video file", "": "no extension"}.get(
+            suffix, f"unknown extension {suffix}"
+        )
+        raise ConfigError(
+            f"--output {output}: {kind}; this family makes images: give one of "
+            f"{', '.join(IMAGE_SUFFIXES)}, e.g. {output.with_suffix('.png').name}"
+        )
+    _check_writable(output)
+    return output
+
+
+def _check_writable(output: Path) -> None:
+    """Write access to ``output`` (or the nearest existing folder above it), tried for real:
+    permission bits do not tell for root, read-only mounts or special file systems."""
+    from ..errors import ConfigError
+
+    if output.exists() and not os.access(output, os.W_OK):
+        raise ConfigError(f"--output {output}: the file is read-only; give another --output")
+    folder = output.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {output}: cannot write in {folder} ({exc.strerror or exc}); "
+            "give another --output"
+        ) from exc
+
+
+def _watch_latents(pipe: Any) -> dict[str, bool]:
+    """Have ``pipe.denoise`` record whether its final latents are finite (``ok``)."""
+    import torch
+
+    finite = {"ok": True}
+    denoise = getattr(pipe, "denoise", None)
+    if denoise is None:  # a pipeline without the shared sampling loop: nothing to watch
+        return finite
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        latents = denoise(*args, **kwargs)
+        if isinstance(latents, torch.Tensor) and not bool(torch.isfinite(latents).all()):
+            finite["ok"] = False
+        return latents
+
+    pipe.denoise = checked  # this instance only
+    return finite
 
 
 def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) -> Any:
@@ -138,16 +255,18 @@ def _call_arguments(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save(result: Any, output: Path, fps: float) -> Path:
-    from ..errors import ConfigError
+    """Written whole or not at all (an interrupted save leaves no truncated file)."""
+    from PIL import Image
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    from ..errors import ConfigError
+    from ..training.atomic import atomic_write
+
+    if isinstance(result, list) != (output.suffix.lower() == ".mp4"):  # a family unlike its kind
+        kind = "video frames: give --output NAME.mp4" if isinstance(result, list) else "an image"
+        raise ConfigError(f"this family made {kind} (not {output.name})")
     if isinstance(result, list):
-        if output.suffix.lower() != ".mp4":
-            raise ConfigError(
-                f"this family makes video frames: give --output NAME.mp4 (not {output.name})"
-            )
         from ..data.video import save_video
 
-        return save_video(result, output, fps)
-    result.save(output)
-    return output
+        return atomic_write(output, lambda tmp: save_video(result, tmp, fps))
+    image_format = Image.registered_extensions()[output.suffix.lower()]
+    return atomic_write(output, lambda tmp: result.save(tmp, format=image_format))

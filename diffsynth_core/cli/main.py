@@ -7,6 +7,7 @@ accelerate, pandas). Commands import those inside their bodies.
 Errors: a :class:`~diffsynth_core.errors.DiffSynthError` raised anywhere below the group is
 shown as one ``error: ...`` line on stderr with exit status 1; under ``DIFFSYNTH_DEBUG=1`` it
 propagates with its traceback. Click's own usage errors keep click's behaviour (exit 2).
+Ctrl-C that reaches the group (while loading, say) is one ``interrupted: ...`` line, exit 130.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class DiffSynthGroup(click.Group):
             if debug_enabled():
                 raise
             raise user_error(exc) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C outside the training loop's own handler
+            if debug_enabled():
+                raise
+            click.echo(f"interrupted: {str(exc) or 'Ctrl-C before the command finished'}", err=True)
+            raise click.exceptions.Exit(130) from exc  # 128 + SIGINT, as a shell reports it
 
 
 def build_cli(manager: PluginManager | None = None) -> click.Group:

@@ -9,6 +9,7 @@ asks for the same epoch from batch ``b`` on and sees exactly what the unbroken r
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 from typing import Any
 
@@ -16,6 +17,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT/SIGTERM: the main process handles the stop.
+
+    Ctrl-C and a scheduler's ``kill`` reach the whole process group. A worker that died of the
+    signal made the main process raise "DataLoader worker ... is killed by signal" instead of
+    saving and stopping; the main process ends its workers itself when the loop stops.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class EpochBatches:
@@ -94,6 +106,7 @@ class EpochBatches:
             collate_fn=partial(collate_samples, unwrap_single=self.batch_size == 1),
             num_workers=num_workers,
             generator=generator,
+            worker_init_fn=ignore_stop_signals if num_workers else None,
         )
 
     def layout(self) -> dict[str, int]:

@@ -4,12 +4,18 @@ Only the main process writes or draws. The CSV is always written (flushed every 
 killed run keeps its log); on resume, rows past the resumed step are dropped so the log reads
 like one unbroken run. TensorBoard is used when installed; the plot needs matplotlib and is
 skipped with a note otherwise.
+
+Sampling (and anything else run inside :meth:`MetricsLog.paused`) shows in the bar's label
+("sampling") and is left out of the step rate, the ETA and ``samples_per_s``: they measure
+training alone.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +106,24 @@ class MetricsLog:
                     self._tensorboard.add_scalar(f"train/{key}", float(row[key]), step)
         self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
         self._bar.update(1)
+
+    @contextmanager
+    def paused(self, label: str) -> Iterator[None]:
+        """Show ``label`` in the bar while the body runs; its time counts as no training."""
+        started = time.perf_counter()
+        bar = self._bar if self._bar is not None and not self._bar.disable else None
+        if bar is not None:
+            bar.set_description_str(label, refresh=True)
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self._last += spent  # the next step's samples_per_s
+            if bar is not None and self._bar is bar:
+                # tqdm's rate and ETA come from start_t and last_print_t (as in tqdm.unpause)
+                bar.start_t += spent
+                bar.last_print_t += spent
+                bar.set_description_str("train", refresh=True)
 
     def write(self, message: str) -> None:
         """A line above the progress bar (main process only; empty messages are dropped)."""

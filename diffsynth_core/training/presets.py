@@ -3,19 +3,28 @@
 ``--preset tiny`` builds the family's tiny model once (``family.build_tiny``) into
 ``$DIFFSYNTH_CACHE/tiny/<family>-<version>`` (default cache ``~/.cache/diffsynth``), then
 loads it through the same ``ModelConfig`` path a user's real weights take.
+
+The build runs under its own fixed seed with every global RNG (python, numpy, torch, CUDA)
+restored afterwards: the run that builds the cache must draw the same LoRA initialisation and
+noise as every later run of the same command and seed, and the tiny weights must not depend
+on whatever seed the caller had set.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 
 PRESETS = ("tiny",)
+TINY_SEED = 0  # the tiny weights are the same on every machine, whatever the run's --seed
 
 
 def cache_root() -> Path:
@@ -36,7 +45,8 @@ def tiny_folder(family: Any) -> Path:
     tmp = folder.parent / f".tmp-{uuid.uuid4().hex[:8]}-{folder.name}"
     tmp.mkdir(parents=True)
     try:
-        family.build_tiny(tmp)
+        with own_random_state(TINY_SEED):
+            family.build_tiny(tmp)
         (tmp / ".complete").touch()
         if folder.exists() and not (folder / ".complete").exists():
             shutil.rmtree(folder)  # a build that was killed before it finished
@@ -48,6 +58,25 @@ def tiny_folder(family: Any) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+@contextmanager
+def own_random_state(seed: int) -> Iterator[None]:
+    """Run the body seeded with ``seed``; afterwards every global RNG is as it was before."""
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def model_configs(

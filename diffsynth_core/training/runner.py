@@ -81,7 +81,7 @@ def launch_training_task(
     log = MetricsLog(output, accelerator.is_main_process, total_steps, position.step, opts.progress)
     log.write(_resume_note(opts.resume, resume_from, position, states.root))
     bad = BadBatches(output, accelerator.process_index, dataset)
-    samples = SampleRenderer.from_options(opts, output)
+    samples = SampleRenderer.from_options(opts, output, log)  # log: shows sampling
     cache = FeatureCache() if opts.cache_features else None
     if position.step == 0:
         samples.render(accelerator, model, 0)

@@ -4,6 +4,8 @@
 training; one file per prompt. Sampling runs on the main process only and must not change
 training: RNG states, the scheduler (inference resets its timesteps) and train/eval modes are
 restored afterwards, so a run with samples ends with the same weights as one without.
+While it samples, the progress bar says so and its rate and ETA leave that time out
+(:meth:`.metrics.MetricsLog.paused`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +79,13 @@ class SampleRenderer:
         }
         self.seed = seed
         self.notes: list[str] = []
+        self.progress: Any = None  # a MetricsLog: sampling shows in its bar
 
     @classmethod
-    def from_options(cls, opts: Any, output_path: Path) -> SampleRenderer:
-        """From RunOptions: ``sample_prompts``, ``sample_every``, ``sample_height`` ..."""
-        return cls(
+    def from_options(cls, opts: Any, output_path: Path, progress: Any = None) -> SampleRenderer:
+        """From RunOptions: ``sample_prompts``, ``sample_every``, ``sample_height`` ...;
+        ``progress``: the run's MetricsLog."""
+        renderer = cls(
             opts.sample_prompts,
             opts.sample_every,
             output_path,
@@ -90,6 +94,8 @@ class SampleRenderer:
             opts.sample_seed,
             opts.sample_steps,
         )
+        renderer.progress = progress
+        return renderer
 
     def due(self, step: int) -> bool:
         return bool(self.prompts and self.every and step % self.every == 0)
@@ -104,10 +110,14 @@ class SampleRenderer:
             )
             self.prompts = []
         if self.prompts and accelerator.is_main_process:
-            with untouched_training_state(pipe), accelerator.autocast():
+            with self._shown(step), untouched_training_state(pipe), accelerator.autocast():
                 paths = [self._one(pipe, step, i, prompt) for i, prompt in enumerate(self.prompts)]
         accelerator.wait_for_everyone()
         return paths
+
+    def _shown(self, step: int) -> Any:
+        label = f"sampling {len(self.prompts)} prompt(s) at step {step}"
+        return self.progress.paused(label) if self.progress is not None else nullcontext()
 
     def _one(self, pipe: Any, step: int, index: int, prompt: str) -> Path:
         # progress=False: a second bar would break the training bar's line

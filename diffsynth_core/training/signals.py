@@ -4,6 +4,11 @@ A cluster scheduler sends SIGTERM before it kills a job; Ctrl-C sends SIGINT. Ei
 only sets a flag; the training loop checks it after each optimizer step, saves the training
 state and returns, so ``--resume latest`` continues exactly there. A second Ctrl-C stops at
 once (KeyboardInterrupt), for when saving itself hangs.
+
+DataLoader workers ignore both signals (:func:`.batches.ignore_stop_signals`): a signal sent
+to the whole process group (a terminal's Ctrl-C, ``kill -- -PGID``) reaches them too, and a
+worker that died of it made the main process fail instead of saving. A KeyboardInterrupt that
+reaches the CLI (Ctrl-C while loading, or the second Ctrl-C) exits with status 130.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SECOND_CTRL_C = "stopped at once by a second Ctrl-C; the last saved state is kept (--resume latest)"
 
 
 class StopRequest:
@@ -39,7 +45,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(SECOND_CTRL_C)
         self.signum = signum
 
     @property
