@@ -13,9 +13,13 @@ from typing import Any
 
 import click
 
+from .common import FamilyCommand
+
 
 @click.command(
-    "generate", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+    "generate",
+    cls=FamilyCommand,  # `--model NAME --help` lists the family's options too
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.option("--model", required=True, help="model family (`diffsynth models` lists them)")
 @click.option(
