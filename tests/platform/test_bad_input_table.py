@@ -47,7 +47,9 @@ GENERATE = {
 }  # fmt: skip
 
 
-def _command(name: str, base: dict[str, str], extra: tuple[str, ...], changes: dict[str, str | None]) -> tuple[str, ...]:
+def _command(
+    name: str, base: dict[str, str], extra: tuple[str, ...], changes: dict[str, str | None]
+) -> tuple[str, ...]:
     flags = dict(base)
     for key, value in changes.items():
         flag = "--" + key.replace("_", "-")
@@ -94,6 +96,10 @@ ROWS: dict[str, Row] = {
         "truncated.safetensors is a file, but --model-path wants a folder", family="qwen-image",
     ),
     "unknown-model": generate(model="nosuch", expect="no model family 'nosuch'"),
+    "preset-cache-under-a-file": Row(
+        _command("generate", GENERATE, ("--preset", "tiny"), {"model_path": None}),
+        "a_file", env={"DIFFSYNTH_CACHE": "{a_file}/cache"},
+    ),
     # --- LoRA
     "train-lora-target-modules-nosuch": train(lora_target_modules="nosuch", expect="nosuch"),
     "train-lora-format-nosuch": train(lora_format="nosuch", expect="nosuch"),
@@ -292,9 +298,11 @@ def _invoke(family: str, args: tuple[str, ...], env: dict[str, str] | None = Non
     return CliRunner().invoke(build_cli(manager), list(args), env={"DIFFSYNTH_DEBUG": "", **(env or {})})
 
 
-def _args(row: Row, inputs: dict[str, Path], out: Path) -> list[str]:
+def _args(row: Row, inputs: dict[str, Path], out: Path) -> tuple[list[str], dict[str, str]]:
+    """The row's arguments and environment with the placeholders filled in."""
     names = {**{k: str(v) for k, v in inputs.items()}, "out": str(out)}
-    return [part.format(**names) for part in row.args]
+    env = {key: value.format(**names) for key, value in row.env.items()}
+    return [part.format(**names) for part in row.args], env
 
 
 @pytest.fixture(autouse=True)
@@ -318,7 +326,8 @@ def _check(row: Row, status: int, stderr: str, stdout: str) -> None:
 
 @pytest.mark.parametrize("row", _rows())
 def test_bad_input_is_one_error_line(row: Row, inputs: dict[str, Path], tmp_path: Path) -> None:
-    result = _invoke(row.family, tuple(_args(row, inputs, tmp_path)), row.env)
+    args, env = _args(row, inputs, tmp_path)
+    result = _invoke(row.family, tuple(args), env)
     assert isinstance(result.exception, SystemExit), result.exception  # no uncaught exception
     _check(row, result.exit_code, result.stderr, result.stdout)
 
@@ -334,11 +343,12 @@ IN_A_PROCESS = (
 @pytest.mark.parametrize("name", IN_A_PROCESS)
 def test_bad_input_in_a_real_process(name: str, inputs: dict[str, Path], tmp_path: Path) -> None:
     row = ROWS[name]
+    args, row_env = _args(row, inputs, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFSYNTH_")}
     env["DIFFSYNTH_CACHE"] = str(tmp_path / "cache")
     done = subprocess.run(
-        [sys.executable, str(TOY_CLI), *_args(row, inputs, tmp_path)],
-        capture_output=True, text=True, env={**env, **row.env}, timeout=300,
+        [sys.executable, str(TOY_CLI), *args],
+        capture_output=True, text=True, env={**env, **row_env}, timeout=300,
     )  # fmt: skip
     _check(row, done.returncode, done.stderr, done.stdout)
 
