@@ -150,7 +150,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"--config {path} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"--config {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
-    return setting_keys(data.get("train", data), f"--config {path}")
+    return setting_keys(data, f"--config {path}")
 
 
 def split_file_values(

@@ -125,11 +125,21 @@ def family_values(
 
 
 def setting_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Config-file keys as setting names (``learning-rate`` -> ``learning_rate``).
+    """A config file's settings (top level, or its ``[train]`` table) by setting name
+    (``learning-rate`` -> ``learning_rate``).
 
     Two spellings of one setting in one file (``learning-rate`` and ``learning_rate``) are an
-    error: which one wins would depend on their order in the file.
+    error: which one wins would depend on their order in the file. So are settings beside a
+    ``[train]`` table, which would be ignored.
     """
+    if isinstance(values.get("train"), dict):
+        outside = sorted(key for key in values if key != "train")
+        if outside:
+            raise ConfigError(
+                f"{where} has settings both under [train] and outside it ({', '.join(outside)}); "
+                "put them all under [train] (or none)"
+            )
+        values = values["train"]
     settings: dict[str, Any] = {}
     spelt: dict[str, str] = {}
     for key, value in values.items():

@@ -73,6 +73,7 @@ ROWS: dict[str, Row] = {
     # --- config files (issue 9 items 13, 20)
     "toml-not-utf8": train("--config", "{latin1_toml}", expect="not UTF-8"),
     "toml-conflicting-keys": train("--config", "{conflict_toml}", expect="learning-rate"),
+    "toml-train-table-and-top-level": train("--config", "{split_toml}", expect="both under [train] and outside it (max_steps)"),
     "toml-missing": train("--config", "{out}/nope.toml", expect="no such file"),
     "toml-invalid": train("--config", "{invalid_toml}", expect="not valid TOML"),
     "toml-unknown-key": train("--config", "{unknown_toml}", expect="unknown setting"),
@@ -205,6 +206,7 @@ def _bad_config_files(root: Path) -> dict[str, Path]:
         "invalid_toml": b"learning_rate = = 1\n",
         "unknown_toml": b"learnin_rate = 0.001\n",
         "wrong_type_toml": b'learning_rate = "fast"\n',
+        "split_toml": b"max_steps = 3\n[train]\nlearning_rate = 0.001\n",
     }
     paths = {}
     for name, data in texts.items():
