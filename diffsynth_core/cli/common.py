@@ -25,17 +25,15 @@ def debug_enabled() -> bool:
 
 
 class UserError(click.ClickException):
-    """A :class:`DiffSynthError` as click shows it: one ``error: ...`` line, exit status 1."""
+    """An error the user can fix, as click shows it: one ``error: ...`` line, exit status 1.
+
+    Made by the group from a :class:`DiffSynthError` or a recognised library error
+    (``cli/translate.py``)."""
 
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
-
-
-def user_error(exc: DiffSynthError) -> UserError:
-    """The click error for ``exc``, its message folded onto one line."""
-    return UserError(" ".join(str(exc).split()))
 
 
 def warn_plugin_selection(manager: Any) -> None:
