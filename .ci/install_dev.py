@@ -4,7 +4,8 @@ Run by tox (``commands_pre``) with the environment's own python. Installs, in on
 that the local core satisfies every plugin's ``diffsynth-core`` requirement:
 
 - ``torch==2.13.0`` (the CPU wheel on local disk; a range would pull a CUDA build),
-- the core in develop mode with its test and video extras,
+- the core in develop mode with its test and video extras (its plot extra alone for the demo,
+  as the README's first command installs it: ``loss.png`` needs matplotlib),
 - every ``plugins/*`` that has a ``pyproject.toml``, in develop mode (new plugins are picked
   up without editing anything),
 
@@ -39,7 +40,7 @@ def fingerprint(plugins: list[Path], example: bool) -> str:
     files = [ROOT / "pyproject.toml", *(p / "pyproject.toml" for p in plugins)]
     if example:
         files += [f for f in sorted(EXAMPLE.rglob("*")) if f.is_file() and _source(f)]
-    digest = hashlib.sha256(f"{TORCH} {example}".encode())
+    digest = hashlib.sha256(f"{TORCH} {example} {core_spec([] if example else ['demo'])}".encode())
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -56,6 +57,11 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *args], check=True, cwd=ROOT)
 
 
+def core_spec(selected: list[str]) -> str:
+    """The core with its extras: everything for the tests, the README's extras for the demo."""
+    return ".[plot]" if selected else ".[test,video]"
+
+
 def main(selected: list[str]) -> None:
     plugins = [ROOT / p for p in selected] if selected else plugin_dirs()
     stamp = fingerprint(plugins, example=not selected)
@@ -63,7 +69,7 @@ def main(selected: list[str]) -> None:
         print("development install is up to date")
         return
     editable = [arg for p in plugins for arg in ("-e", str(p.relative_to(ROOT)))]
-    pip(TORCH, "-e", "." if selected else ".[test,video]", *editable)
+    pip(TORCH, "-e", core_spec(selected), *editable)
     if not selected:
         pip("--no-deps", "--force-reinstall", str(EXAMPLE.relative_to(ROOT)))
     STAMP.write_text(stamp)

@@ -2,17 +2,26 @@
 
 Weights are read as safetensors. Pickle-based files (``.bin .pt .ckpt .pth``) can execute code
 when loaded, so they are refused unless the user opts in with ``allow_pickle=True`` (then they
-are read with ``torch.load(weights_only=True)``).
+are read with ``torch.load(weights_only=True)``). Every safetensors file's header is checked
+against the file's size when it is resolved, so a truncated download is one error naming the
+file, before any library reads it. :func:`family_loading` turns what a family's loader raises on
+files of the wrong model (another family's folder) into one error naming the folder, what it
+holds and what the family expects.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFileError, PickleRefusedError
+from .errors import DiffSynthError, ModelFileError, PickleRefusedError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth")
@@ -162,6 +171,8 @@ def _modelscope_download(model_id: str, patterns: list[str]) -> Path:
 
 def _check_weights(files: list[Path], allow_pickle: bool, where: str) -> list[Path]:
     safe = [f for f in files if f.suffix in SAFE_SUFFIXES]
+    for f in safe:
+        check_safetensors(f)
     pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
     if pickled and not safe and not allow_pickle:
         raise PickleRefusedError(
@@ -200,3 +211,119 @@ def _load_one(path: Path, device: str) -> dict[str, Any]:
     except Exception as exc:
         raise ModelFileError(f"{path} could not be read with weights_only=True: {exc}") from exc
 
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file whose header is unreadable or promises more bytes than the
+    file has (a download cut short): libraries report it without the file's name, or not at all."""
+    stat = path.stat()
+    problem = _safetensors_problem(str(path), stat.st_size, stat.st_mtime_ns)
+    if problem:
+        raise ModelFileError(
+            f"{path} is not a valid safetensors file (truncated or corrupt?): {problem}. "
+            "Download or export it again."
+        )
+
+
+@lru_cache(maxsize=512)
+def _safetensors_problem(path: str, size: int, _mtime: int) -> str | None:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a header"
+        length = struct.unpack("<Q", head)[0]
+        if length > min(size - 8, 100 * 2**20):
+            return f"the header claims {length} bytes, the file has {size}"
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            return f"the header is not JSON ({exc})"
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    needed = 8 + length + max(ends, default=0)
+    return f"{size} bytes, but its tensors need {needed}" if size < needed else None
+
+
+# -- loading a family from files ------------------------------------------------------------
+
+
+@contextmanager
+def family_loading(family: Any, configs: Mapping[str, ModelConfig]) -> Iterator[None]:
+    """Around a family's loader: files of the wrong model become one ModelFileError.
+
+    A file where a repository folder belongs is refused first. Then what loaders raise when
+    the files are another model's -- a config key the class does not take (TypeError), a
+    shape that does not fit (diffusers' ValueError, torch's ``load_state_dict``
+    RuntimeError), a loader's errno-less OSError -- is reported with the folder, the classes
+    its ``config.json`` files name and the layout the family expects. Anything else
+    propagates: it is a bug, and its traceback is what a report needs.
+    """
+    _refuse_file_as_folder(family, configs)
+    try:
+        yield
+    except DiffSynthError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OSError) as exc:
+        if not _wrong_files(exc):
+            raise
+        first = str(exc).split(". ")[0].strip()
+        raise ModelFileError(
+            f"could not load model family {family.name!r} from {_where(configs)}: "
+            f"{type(exc).__name__}: {first}. {_found_classes(family, configs)}"
+            f"{_expected(family)}"
+        ) from exc
+
+
+def _wrong_files(exc: BaseException) -> bool:
+    text = str(exc)
+    if isinstance(exc, TypeError):
+        return "unexpected keyword argument" in text
+    if isinstance(exc, OSError):
+        return exc.errno is None  # with an errno it is the disk's problem (cli/translate.py)
+    if isinstance(exc, RuntimeError):
+        return any(k in text for k in ("state_dict", "size mismatch", "Missing key", "Unexpected key"))
+    return not isinstance(exc, UnicodeDecodeError)  # ValueError: shapes, config JSON
+
+
+def _refuse_file_as_folder(family: Any, configs: Mapping[str, ModelConfig]) -> None:
+    for config in configs.values():
+        paths = config.path if isinstance(config.path, list) else [config.path]
+        for raw in paths:
+            if raw is not None and config.origin_file_pattern and Path(raw).is_file():
+                raise ModelFileError(
+                    f"{raw} is a file, but --model-path wants a folder: a local copy of the "
+                    f"model repository. {_expected(family)}"
+                )
+
+
+def _where(configs: Mapping[str, ModelConfig]) -> str:
+    local = sorted({str(c.path) for c in configs.values() if c.path is not None})
+    return ", ".join(local) or ", ".join(sorted({c.describe() for c in configs.values()}))
+
+
+def _found_classes(family: Any, configs: Mapping[str, ModelConfig]) -> str:
+    """``The folder holds transformer: QwenImageTransformer2DModel ...`` from its config.json."""
+    found = []
+    for name, config in configs.items():
+        if isinstance(config.path, (str, os.PathLike)) and config.origin_file_pattern:
+            sub = os.path.dirname(config.origin_file_pattern.rstrip("/"))
+            file = Path(config.path) / sub / "config.json"
+            try:
+                cls = json.loads(file.read_text(encoding="utf-8")).get("_class_name")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if cls:
+                found.append(f"{sub or name}: {cls}")
+    if not found:
+        return ""
+    return f"Its config.json files name {', '.join(found)} (another family's model?). "
+
+
+def _expected(family: Any) -> str:
+    files = getattr(family, "model_files", {})
+    layout = "; ".join(f"{f.origin_file_pattern}" for f in files.values())
+    origin = ", ".join(sorted({f.model_id for f in files.values()}))
+    return f"Family {family.name!r} expects the layout of {origin}: {layout}." if layout else ""

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import PluginError
-from .loading import ModelConfig
+from .loading import ModelConfig, family_loading
 from .registry import ModelFamily
 from .scheduler import FlowMatchScheduler
 
@@ -291,14 +291,15 @@ def load_pipeline(
     if isinstance(family, str):
         family = manager.get_family(family)
     configs = dict(model_configs) if model_configs else resolve_model_configs(family, model_path)
-    pipe = manager.hook.diffsynth_load_pipeline(
-        family=family,
-        model_configs=configs,
-        device=device,
-        torch_dtype=torch_dtype,
-        options=dict(options or {}),
-        purpose=purpose,
-    )
+    with family_loading(family, configs):  # another family's files: one error naming them
+        pipe = manager.hook.diffsynth_load_pipeline(
+            family=family,
+            model_configs=configs,
+            device=device,
+            torch_dtype=torch_dtype,
+            options=dict(options or {}),
+            purpose=purpose,
+        )
     if pipe is None:
         raise PluginError(
             f"no plugin loads model family {family.name!r} (provided by {family.plugin}); "

@@ -11,6 +11,7 @@ error; a command that needs one fails with that error.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import traceback
@@ -78,6 +79,8 @@ class PluginManager:
         self.families = FamilyRegistry()
         self.families.broken_hint = self._broken_hint
         self.losses: dict[str, LossEntry] = {}
+        # names in DIFFSYNTH_LOAD_PLUGINS that no installed plugin has (a typo, usually)
+        self.unknown_selected: list[str] = []
 
     @classmethod
     def with_plugins(cls, *plugins: object) -> PluginManager:
@@ -117,8 +120,10 @@ class PluginManager:
                 dist = getattr(ep, "dist", None)
                 name = dist.metadata["Name"] if dist else ""
                 self._add(PluginInfo(ep.name, name, dist.version if dist else ""), ep.load)
-        for missing in sorted((allow or set()) - {ep.name for ep in found}):
-            error = f"selected by {LOAD_ENV} but no installed plugin has this entry-point name"
+        names = sorted({ep.name for ep in found})
+        for missing in sorted((allow or set()) - set(names)):
+            error = _unknown_selection(missing, names)
+            self.unknown_selected.append(missing)
             self.plugins.setdefault(missing, PluginInfo(missing, error=error))
 
     def register_object(
@@ -323,6 +328,16 @@ def describe_error(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {text}{where}"
+
+
+def _unknown_selection(name: str, installed: list[str]) -> str:
+    """The error of a name in DIFFSYNTH_LOAD_PLUGINS that matches no entry point."""
+    close = difflib.get_close_matches(name, installed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"selected by {LOAD_ENV} but no installed plugin has this entry-point name "
+        f"({hint}installed: {', '.join(installed) or 'none'})"
+    )
 
 
 def allowed_plugins() -> set[str] | None:

@@ -8,6 +8,7 @@ an offline tiny preset. It holds no model code: loading goes through the
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,16 @@ from typing import Any
 from .errors import DuplicateFamilyError, PluginError, UnknownModelError
 
 OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video")
+
+# The first-party families and the distribution that installs each, for the hint of a
+# missing family (a guess like `diffsynth-<family>` names packages that do not exist).
+# tests/platform/test_registry_hints.py checks it against the plugins under plugins/.
+FIRST_PARTY_FAMILIES = {
+    "qwen-image": "diffsynth-qwen-image",
+    "qwen-image-controlnet": "diffsynth-controlnet",
+    "wan-vace": "diffsynth-vace",
+    "wan-vace-14b": "diffsynth-vace",
+}
 OPTION_COMMANDS = ("train", "generate", "both")
 
 
@@ -175,9 +186,10 @@ class FamilyRegistry:
         if broken:
             raise UnknownModelError(broken)
         known = ", ".join(sorted(self._families)) or "none"
+        close = difflib.get_close_matches(name, [*self._families, *FIRST_PARTY_FAMILIES], n=1)
+        typo = f"Did you mean {close[0]!r}? " if close and name not in FIRST_PARTY_FAMILIES else ""
         raise UnknownModelError(
-            f"no model family {name!r} is installed (installed: {known}). "
-            f"Install its plugin, e.g. `pip install diffsynth-{name}`, then check `diffsynth models`."
+            f"no model family {name!r} is installed (installed: {known}). {typo}{install_hint(name)}"
         )
 
     def __iter__(self) -> Iterator[ModelFamily]:
@@ -188,6 +200,17 @@ class FamilyRegistry:
 
     def __len__(self) -> int:
         return len(self._families)
+
+
+def install_hint(name: str) -> str:
+    """What to install for family ``name``: its distribution if it is ours, else no guess."""
+    dist = FIRST_PARTY_FAMILIES.get(name)
+    if dist:
+        return f"Install its plugin with `pip install {dist}`, then check `diffsynth models`."
+    return (
+        "Install the plugin that provides it (check the name for a typo), "
+        "then check `diffsynth models`."
+    )
 
 
 def _owner(family: ModelFamily) -> str:

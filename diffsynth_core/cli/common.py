@@ -1,4 +1,5 @@
-"""Helpers shared by the CLI's commands: tables for humans, JSON for scripts.
+"""Helpers shared by the CLI's commands: tables for humans, JSON for scripts, the one-line
+user error, and the ``--help`` of commands that take a family's own options.
 
 Light on purpose (click and the standard library only): every command module imports it, and
 ``diffsynth --help`` imports every command module.
@@ -24,7 +25,10 @@ def debug_enabled() -> bool:
 
 
 class UserError(click.ClickException):
-    """A :class:`DiffSynthError` as click shows it: one ``error: ...`` line, exit status 1."""
+    """An error the user can fix, as click shows it: one ``error: ...`` line, exit status 1.
+
+    Made by the group from a :class:`DiffSynthError` or a recognised library error
+    (``cli/translate.py``)."""
 
     exit_code = 1
 
@@ -32,9 +36,12 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def user_error(exc: DiffSynthError) -> UserError:
-    """The click error for ``exc``, its message folded onto one line."""
-    return UserError(" ".join(str(exc).split()))
+def warn_plugin_selection(manager: Any) -> None:
+    """One stderr line per ``DIFFSYNTH_LOAD_PLUGINS`` name that matches no installed plugin:
+    a typo there would otherwise leave a plugin out without a word."""
+    for name in getattr(manager, "unknown_selected", ()):
+        info = manager.plugins[name]
+        click.echo(f"warning: DIFFSYNTH_LOAD_PLUGINS names {name!r}: {info.error}", err=True)
 
 
 def echo_json(data: Any) -> None:
@@ -53,7 +60,68 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def warn_broken(broken: Sequence[Any]) -> None:
-    """One stderr line per broken plugin, so a listing never hides that something is missing."""
-    for info in broken:
+def warn_broken(manager: Any) -> None:
+    """One stderr line per broken plugin, so a listing never hides that something is missing
+    (a misspelt DIFFSYNTH_LOAD_PLUGINS name is warned about by the group, for every command)."""
+    for info in manager.broken():
+        if info.name in manager.unknown_selected:
+            continue
         click.echo(f"warning: plugin {info.name!r} is broken: {info.error}", err=True)
+
+
+class FamilyCommand(click.Command):
+    """A command that takes a family's own options: ``--model NAME --help`` lists them too.
+
+    click handles ``--help`` while it parses, before any value reaches the command, so the
+    ``--model`` value is picked from the raw arguments first.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["diffsynth.model"] = _model_argument(args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        name = ctx.meta.get("diffsynth.model")
+        title, rows = family_option_help(self.name or "", name)
+        with formatter.section(title):
+            if rows:
+                formatter.write_dl(rows)
+            else:
+                formatter.write_text(_no_rows(name))
+
+
+def _model_argument(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--model" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--model="):
+            return arg.partition("=")[2]
+    return None
+
+
+def family_option_help(command: str, name: str | None) -> tuple[str, list[tuple[str, str]]]:
+    """(section title, (flag, help) rows) of family ``name``'s options for ``command``."""
+    if not name:
+        return "Family options", []
+    from ..plugins import get_plugin_manager
+
+    try:
+        family = get_plugin_manager().get_family(name)
+    except DiffSynthError as exc:
+        return f"Options of model family {name!r}", [("(unavailable)", " ".join(str(exc).split()))]
+    rows = []
+    for option in family.options_for(command):
+        flag = f"{option.flag} / --no-{option.flag[2:]}" if option.kind == "bool" else option.flag
+        default = "" if option.default in (None, "") else f"  [default: {option.default}]"
+        rows.append((f"{flag} {option.kind.upper()}", f"{option.help}{default}".strip()))
+    return f"Options of model family {name!r}", rows
+
+
+def _no_rows(name: str | None) -> str:
+    if name:
+        return f"Model family {name!r} has no options of its own for this command."
+    return (
+        "A model family can add options of its own: give --model NAME with --help to list "
+        "them (`diffsynth models` lists every family's)."
+    )

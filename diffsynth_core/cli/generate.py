@@ -21,12 +21,16 @@ from typing import Any
 
 import click
 
+from .common import FamilyCommand
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the image black
 
 
 @click.command(
-    "generate", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+    "generate",
+    cls=FamilyCommand,  # `--model NAME --help` lists the family's options too
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.option("--model", required=True, help="model family (`diffsynth models` lists them)")
 @click.option(

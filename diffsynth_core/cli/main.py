@@ -4,9 +4,12 @@ Startup rule: ``diffsynth --help`` imports this module, every command module and
 plugin's entry point, and must not import torch (nor diffusers, transformers, peft,
 accelerate, pandas). Commands import those inside their bodies.
 
-Errors: a :class:`~diffsynth_core.errors.DiffSynthError` raised anywhere below the group is
-shown as one ``error: ...`` line on stderr with exit status 1; under ``DIFFSYNTH_DEBUG=1`` it
-propagates with its traceback. Click's own usage errors keep click's behaviour (exit 2).
+Errors: a :class:`~diffsynth_core.errors.DiffSynthError` raised anywhere below the group, and
+an exception of a library we call that the user caused (a full disk, a truncated safetensors
+file, an unreadable image, a peft target that matches nothing; ``cli/translate.py`` decides),
+is shown as one ``error: ...`` line on stderr with exit status 1. Any other exception is a bug
+and keeps its traceback. Under ``DIFFSYNTH_DEBUG=1`` everything propagates with its traceback.
+Click's own usage errors keep click's behaviour (exit 2).
 Ctrl-C that reaches the group (while loading, say) is one ``interrupted: ...`` line, exit 130.
 """
 
@@ -18,21 +21,26 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import DiffSynthError
 from ..plugins import PluginManager, get_plugin_manager
-from .common import debug_enabled, user_error
+from .common import UserError, debug_enabled, warn_plugin_selection
+from .translate import user_message
+
+# click's own control flow (usage errors, --help, ctx.exit) passes through untouched
+_CLICK_FLOW = (click.ClickException, click.exceptions.Exit, click.Abort)
 
 
 class DiffSynthGroup(click.Group):
-    """The top-level group; turns DiffSynthError from any subcommand into a one-line error."""
+    """The top-level group; turns user-caused errors from any subcommand into one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        warn_plugin_selection(getattr(self, "manager", None))
         try:
             return super().invoke(ctx)
-        except DiffSynthError as exc:
-            if debug_enabled():
+        except Exception as exc:
+            message = None if isinstance(exc, _CLICK_FLOW) or debug_enabled() else user_message(exc)
+            if message is None:
                 raise
-            raise user_error(exc) from exc
+            raise UserError(message) from exc
         except KeyboardInterrupt as exc:  # Ctrl-C outside the training loop's own handler
             if debug_enabled():
                 raise
@@ -58,7 +66,8 @@ def build_cli(manager: PluginManager | None = None) -> click.Group:
 
     for command in (train, generate, plugins, models):
         cli.add_command(command)
-    (manager or get_plugin_manager()).register_commands(cli)
+    cli.manager = manager or get_plugin_manager()  # type: ignore[attr-defined]
+    cli.manager.register_commands(cli)  # type: ignore[attr-defined]
     return cli
 
 

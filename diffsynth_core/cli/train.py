@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from .common import FamilyCommand
+
 CHOICES = {
     "lr_scheduler": click.Choice(["constant", "linear", "cosine"]),
     "mixed_precision": click.Choice(["no", "bf16", "fp16"]),
@@ -133,7 +135,11 @@ def train_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-@click.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(
+    "train",
+    cls=FamilyCommand,  # `--model NAME --help` lists the family's options too
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.option(
     "--config",
     "config_file",

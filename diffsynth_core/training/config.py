@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ..errors import ConfigError
+from .family_options import setting_keys
 
 FAMILY_DEFAULTED = (
     "lora_target_modules", "lora_rank", "learning_rate", "height", "width", "max_pixels",
@@ -147,8 +148,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: no such file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path} is not valid TOML: {exc}") from exc
-    data = data.get("train", data)
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+    return setting_keys(data, f"--config {path}")
 
 
 def split_file_values(

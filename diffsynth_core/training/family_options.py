@@ -122,3 +122,31 @@ def family_values(
     for name, value in raw.items():
         values[name] = convert(by_name[name], value, num_frames)
     return values
+
+
+def setting_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A config file's settings (top level, or its ``[train]`` table) by setting name
+    (``learning-rate`` -> ``learning_rate``).
+
+    Two spellings of one setting in one file (``learning-rate`` and ``learning_rate``) are an
+    error: which one wins would depend on their order in the file. So are settings beside a
+    ``[train]`` table, which would be ignored.
+    """
+    if isinstance(values.get("train"), dict):
+        outside = sorted(key for key in values if key != "train")
+        if outside:
+            raise ConfigError(
+                f"{where} has settings both under [train] and outside it ({', '.join(outside)}); "
+                "put them all under [train] (or none)"
+            )
+        values = values["train"]
+    settings: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name in spelt:
+            raise ConfigError(
+                f"{where} sets {name} twice, as {spelt[name]!r} and as {key!r}; keep one of them"
+            )
+        spelt[name], settings[name] = key, value
+    return settings

@@ -59,8 +59,68 @@ def test_pickle_copies_beside_safetensors_are_ignored(tmp_path: Path) -> None:
 
 def test_corrupt_safetensors_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+    with pytest.raises(ModelFileError, match="bad.safetensors is not a valid safetensors"):
         load_state_dict(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("cut", [1, 100, 2000])
+def test_a_truncated_safetensors_file_is_refused_when_resolved(tmp_path: Path, cut: int) -> None:
+    """A download cut short: named, before any library reads it (diffusers' OSError for it
+    names no cause, and a shard of a real model can be cut anywhere)."""
+    whole = tmp_path / "whole.safetensors"
+    save_file({"w": torch.ones(600), "b": torch.zeros(4)}, str(whole))
+    folder = tmp_path / "repo" / "transformer"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(whole.read_bytes()[:-cut])
+    with pytest.raises(ModelFileError, match=r"model.safetensors is not a valid safetensors file \(truncated"):
+        ModelConfig(path=tmp_path / "repo", origin_file_pattern="transformer/*.safetensors").resolve()
+    assert ModelConfig(path=whole).weight_files() == [whole]  # the whole file passes
+
+
+def test_a_file_where_the_repository_folder_belongs_names_the_layout(tmp_path: Path) -> None:
+    from diffsynth_core.loading import family_loading
+    from diffsynth_core.testing import TOY_FAMILY
+
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"")
+    configs = {"dit": ModelConfig(path=file, origin_file_pattern="transformer/*.safetensors")}
+    with pytest.raises(ModelFileError) as caught, family_loading(TOY_FAMILY, configs):
+        pass
+    assert "model.safetensors is a file, but --model-path wants a folder" in str(caught.value)
+    assert "transformer/diffusion_pytorch_model*.safetensors; vae/" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raised", "translated"),
+    [
+        (TypeError("ToyDiT.__init__() got an unexpected keyword argument '_class_name'"), True),
+        (ValueError("Cannot load because proj_out.bias expected shape [64], but got [4]. More."), True),
+        (RuntimeError("Error(s) in loading state_dict for ToyDiT: size mismatch"), True),
+        (OSError("Unable to load weights from checkpoint file"), True),
+        (TypeError("unsupported operand type(s) for +: 'int' and 'str'"), False),  # a bug
+        (RuntimeError("expected scalar type Float but found Half"), False),
+        (AttributeError("'NoneType' object has no attribute 'to'"), False),
+    ],
+)
+def test_family_loading_translates_wrong_files_and_lets_bugs_through(
+    tmp_path: Path, raised: Exception, translated: bool
+) -> None:
+    from diffsynth_core.loading import family_loading
+    from diffsynth_core.testing import TOY_FAMILY
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text('{"_class_name": "WanTransformer3DModel"}')
+    configs = {"dit": ModelConfig(path=tmp_path, origin_file_pattern="transformer/*.safetensors")}
+    with pytest.raises(ModelFileError if translated else type(raised)) as caught:
+        with family_loading(TOY_FAMILY, configs):
+            raise raised
+    if translated:
+        message = str(caught.value)
+        assert f"could not load model family 'toy' from {tmp_path}: {type(raised).__name__}" in message
+        assert "transformer: WanTransformer3DModel (another family's model?)" in message
+        assert "More." not in message and caught.value.__cause__ is raised
+    else:
+        assert caught.value is raised
 
 
 def _hub_cache(root: Path, repo: str) -> Path:
