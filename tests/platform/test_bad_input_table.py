@@ -169,15 +169,8 @@ ROWS: dict[str, Row] = {
 
 
 # Rows that other helpers' branches fix; the marks go when the branches are merged.
-_GENERATE_CHECKS = "another helper's branch (issue 9 item 10: generate checks its values)"
 _RANGE_CHECKS = "another helper's branch (issue 9 item 10: NaN/inf in train's range checks)"
 NOT_FIXED_HERE = {
-    "generate-lora-scale-nan": _GENERATE_CHECKS,
-    "generate-output-is-a-folder": _GENERATE_CHECKS,
-    "generate-steps-0": _GENERATE_CHECKS,
-    "generate-steps-negative": _GENERATE_CHECKS,
-    "generate-height-0": _GENERATE_CHECKS,
-    "generate-cfg-scale-nan": _GENERATE_CHECKS,
     "train-lora-alpha-nan": _RANGE_CHECKS,  # today: a NaN loss after loading the model
     "train-weight-decay-nan": _RANGE_CHECKS,  # today: torch's ValueError from the optimizer
 }

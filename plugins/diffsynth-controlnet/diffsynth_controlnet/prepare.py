@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from diffsynth_core.data.files import resolve_inside
+from diffsynth_core.data.folder import scan_folder
 from diffsynth_core.data.images import read_image
-from diffsynth_core.data.metadata import Row, check_columns, read_metadata, scan_folder
+from diffsynth_core.data.metadata import Row, check_columns, read_metadata
 from diffsynth_core.errors import BadSampleError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _load_rows(dataset: Path, metadata: Path | None, image_column: str) -> tuple
             if (dataset / name).is_file():
                 metadata = dataset / name
                 break
-    rows = read_metadata(metadata) if metadata is not None else scan_folder(dataset, image_column)
+    rows = read_metadata(metadata) if metadata is not None else scan_folder(dataset, image_column).rows
     if not rows:
         raise DatasetError(f"{metadata or dataset} holds no samples to prepare")
     check_columns(rows, [image_column], str(metadata or dataset))
