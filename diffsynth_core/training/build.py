@@ -259,12 +259,12 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
     c = run.config
     output = Path(c.output)
     check_writable(output)
-    check_previous_run(output, c.resume, c.overwrite)
     accelerator = make_accelerator(c)
     with (
         OutputLock(output) if accelerator.is_main_process else nullcontext(),
         disk_full_is_an_error(output),  # also while writing training_args.json and the logs
     ):
+        check_previous_run(output, c.resume, c.overwrite)  # (a run going on: the lock said so)
         if run.resume_conflict:
             raise ResumeError(run.resume_conflict)
         return _train(run, accelerator, echo)

@@ -55,7 +55,7 @@ class OutputLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.fd: int | None = None
-        self.created = False
+        self.created: list[Path] = []  # the folders this lock made, deepest first
 
     def __enter__(self) -> OutputLock:
         self.acquire()
@@ -70,7 +70,7 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
-        self.created = not self.folder.exists()
+        self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -116,11 +116,11 @@ class OutputLock:
         self.path.unlink(missing_ok=True)  # while still locked: no one can lock this file next
         os.close(self.fd)
         self.fd = None
-        if self.created:
+        for folder in self.created:
             try:
-                self.folder.rmdir()  # only succeeds when the run wrote nothing
+                folder.rmdir()  # only succeeds when the run wrote nothing
             except OSError:
-                pass
+                break
 
 
 def check_previous_run(output: Path, resume: str | None, overwrite: bool) -> None:

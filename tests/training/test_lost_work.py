@@ -157,9 +157,9 @@ def test_refused_or_failed_starts_write_nothing(
     assert (out / "training_args.json").read_bytes() == saved
 
     fresh = tmp_path / "fresh"
-    failed = cli(*train_args, "--output", fresh, "--optimizer", "NoSuchOptimizer")
+    failed = cli(*train_args, "--output", fresh / "run", "--optimizer", "NoSuchOptimizer")
     assert failed.exit_code == 1 and "NoSuchOptimizer" in failed.output, failed.output
-    assert not fresh.exists()  # no training_args.json, no lock file, no folder
+    assert not fresh.exists()  # no training_args.json, no lock file, no folders
 
 
 # -- 4: two runs on one output folder ---------------------------------------------------------
