@@ -162,14 +162,17 @@ def train(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
     if run.config.check_data:
         ctx.exit(build.check_data(run, click.echo))
     result = build.train(run, click.echo)
+    # the other processes of a data-parallel run trained the same steps: one report is enough
+    echo = click.echo if result.main_process else (lambda _line: None)
     for note in result.notes:
-        click.echo(note)
+        echo(note)
     if result.interrupted:
-        click.echo(
+        echo(
             f"stopped by {result.interrupted} at step {result.steps}; state saved in {result.state}. Continue with --resume latest."
         )
         ctx.exit(_exit_status(result.interrupted))
-    click.echo(f"done: {result.steps} steps, checkpoint {result.checkpoint}")
+    if not result.already_finished:
+        echo(f"done: {result.steps} steps, checkpoint {result.checkpoint}")
 
 
 def _exit_status(signal_name: str) -> int:

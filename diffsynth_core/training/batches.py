@@ -51,6 +51,7 @@ class EpochBatches:
         self.num_processes, self.process_index = num_processes, process_index
         self.sampler = BucketBatchSampler(self._sizes(dataset), batch_size, seed=seed, shuffle=True)
         self.batches_per_epoch = self._per_process(self.sampler.num_batches())
+        self._samples_per_step: int | None = None
         if self.batches_per_epoch == 0:
             raise ConfigError(
                 f"the dataset has {len(dataset)} sample(s): too few for batch size {batch_size} x "  # type: ignore[arg-type]
@@ -85,8 +86,19 @@ class EpochBatches:
         return self.batches_per_epoch // self.accumulation
 
     @property
-    def samples_per_step(self) -> int:
+    def nominal_samples_per_step(self) -> int:
         return self.batch_size * self.accumulation * self.num_processes
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples one optimizer step really trains on (the mean over an epoch): a batch holds
+        fewer than the batch size when its size bucket, or the dataset, is smaller."""
+        if self.batch_size == 1:
+            return self.nominal_samples_per_step
+        if self._samples_per_step is None:
+            used = self.sampler.batches(0)[: self.batches_per_epoch * self.num_processes]
+            self._samples_per_step = round(sum(map(len, used)) / self.steps_per_epoch)
+        return self._samples_per_step
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """This process's batches (lists of dataset indices) of ``epoch``, in order."""

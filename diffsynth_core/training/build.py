@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ResumeError
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
 
@@ -29,6 +30,9 @@ class TrainRun:
     family: Any
     options: dict[str, Any] = field(default_factory=dict)
     raw_options: dict[str, Any] = field(default_factory=dict)
+    # --resume: the saved settings overridden (one line each), and why the resume is refused
+    overrides: list[str] = field(default_factory=list)
+    resume_conflict: str | None = None
 
     def args_json(self, num_processes: int = 1) -> dict[str, Any]:
         from .. import __version__
@@ -47,11 +51,22 @@ class TrainRun:
 
 
 def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str]) -> TrainRun:
-    """Settings from flags (``cli``: only those given), the config file and extra family flags."""
+    """Settings from flags (``cli``: only those given), the config file and extra family flags.
+
+    Under ``--resume`` the run's saved settings are the base (see :mod:`.resume_settings`).
+    """
     from ..plugins import get_plugin_manager
+    from .resume_settings import read_saved
 
     file_values = read_config_file(config_file) if config_file else {}
-    model = cli.get("model") or file_values.get("model")
+    given = {**file_values, **cli}
+    resume, output = given.get("resume"), Path(given.get("output") or TrainConfig.output)
+    if resume and given.get("overwrite"):
+        raise ConfigError(
+            "--overwrite starts afresh and --resume continues the run: give one of them"
+        )
+    saved = read_saved(output, resume) if resume else None
+    model = given.get("model") or (saved["config"].get("model") if saved else None)
     if not model:
         raise ConfigError(
             '--model is required (or `model = "..."` in --config); `diffsynth models` lists the installed families'
@@ -61,8 +76,15 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
     file_config, file_options = split_file_values(
         file_values, {o.name for o in options}, f"--config {config_file}"
     )
-    raw = {**file_options, **split_family_args(extra_args, options, family.name, "train")}
-    config = resolve(cli, file_config, family)
+    cli_options = split_family_args(extra_args, options, family.name, "train")
+    raw = {**file_options, **cli_options}
+    if saved:
+        origins = {k: f"from --config {config_file}" for k in {**file_config, **file_options}}
+        origins |= {k: "from the command line" for k in {**cli, **cli_options}}
+        run = _resumed(saved, {**file_config, **cli}, raw, family, origins)
+    else:
+        run = TrainRun(resolve(cli, file_config, family), family, {}, raw)
+    config = run.config
     if not config.dataset:
         raise ConfigError(
             "--dataset DIR is required (a folder of images with metadata.csv, or images with .txt captions)"
@@ -71,7 +93,25 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         raise ConfigError(
             "--lora-base-model needs --lora-target-modules (comma list of module names)"
         )
-    return TrainRun(config, family, family_values(options, raw, config.num_frames), raw)
+    run.options = family_values(options, run.raw_options, config.num_frames)
+    return run
+
+
+def _resumed(
+    saved: dict[str, Any],
+    given: dict[str, Any],
+    raw: dict[str, Any],
+    family: Any,
+    origins: dict[str, str],
+) -> TrainRun:
+    """The run to resume: its saved settings, with what this start may change applied."""
+    from .resume_settings import resume_settings
+
+    merged = resume_settings(saved, given, raw, origins)
+    run = TrainRun(TrainConfig(**merged.config), family, {}, merged.family_options)
+    run.overrides = [f"settings of {merged.source}", *merged.overrides]
+    run.resume_conflict = merged.conflict
+    return run
 
 
 def find_metadata(config: TrainConfig) -> str | None:
@@ -206,40 +246,64 @@ def run_options(run: TrainRun) -> dict[str, Any]:
 
 
 def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
-    """Build everything and train; returns the TrainingResult."""
+    """Build everything and train; returns the TrainingResult.
+
+    The order keeps a run that does not start from writing anything: settings were resolved
+    by :func:`prepare`; here the output folder is checked, locked (main process), the resume
+    checked; training_args.json is written (and an --overwrite'n run cleared) only once the
+    runner has built and loaded everything.
+    """
+    from .guards import disk_full_is_an_error
+    from .lock import OutputLock, check_previous_run, check_writable
+
+    c = run.config
+    output = Path(c.output)
+    check_writable(output)
+    accelerator = make_accelerator(c)
+    with (
+        OutputLock(output) if accelerator.is_main_process else nullcontext(),
+        disk_full_is_an_error(output),  # also while writing training_args.json and the logs
+    ):
+        check_previous_run(output, c.resume, c.overwrite)  # (a run going on: the lock said so)
+        if run.resume_conflict:
+            raise ResumeError(run.resume_conflict)
+        return _train(run, accelerator, echo)
+
+
+def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     from accelerate.utils import set_seed
 
     from .atomic import atomic_write_json
-    from .runner import launch_training_task
+    from .batches import EpochBatches
+    from .lock import remove_previous_run
+    from .runner import finished_run, launch_training_task
     from .summary import startup_summary
 
-    c = run.config
-    check_output(c)
-    accelerator = make_accelerator(c)
+    c, output = run.config, Path(run.config.output)
     dataset = build_dataset(c, run.family)
+    plan = EpochBatches(dataset, c.batch_size, c.gradient_accumulation_steps, c.seed,
+                        accelerator.num_processes, accelerator.process_index)  # fmt: skip
+    total = c.max_steps or c.num_epochs * plan.steps_per_epoch
+    finished = finished_run(output, c.resume, plan.layout(), total)  # before the model loads
+    if finished is not None:
+        finished.main_process = accelerator.is_main_process
+        return finished
     set_seed(c.seed)  # LoRA initialisation: the same on every run and every process
     module, where = build_module(run, accelerator)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
         echo(startup_summary(run, where, module, dataset, accelerator))
-        atomic_write_json(Path(c.output) / "training_args.json", args)
+
+    def on_start() -> None:
+        if c.overwrite:
+            echo(remove_previous_run(output))
+        atomic_write_json(output / "training_args.json", args)
+
     return launch_training_task(
-        accelerator, dataset, module, logger, c.learning_rate, c.num_epochs, **run_options(run)
-    )
-
-
-def check_output(config: TrainConfig) -> None:
-    """Refuse to start afresh over a previous run: its checkpoints and states would be replaced
-    and pruned. ``--resume`` continues it; ``--overwrite`` says replacing it is meant."""
-    output = Path(config.output)
-    previous = sorted(output.glob("*.safetensors")) + sorted((output / "state").glob("step-*"))
-    if config.resume or config.overwrite or not previous:
-        return
-    raise ConfigError(
-        f"{output} already holds a run ({', '.join(p.name for p in previous[-3:])} ...): "
-        "continue it with --resume latest, pick another --output, or pass --overwrite to replace it"
-    )
+        accelerator, dataset, module, logger, c.learning_rate, c.num_epochs,
+        on_start=on_start, **run_options(run),
+    )  # fmt: skip
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:

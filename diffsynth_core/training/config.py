@@ -7,6 +7,7 @@ under a ``[train]`` table; keys naming a family option set that option); the com
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -99,6 +100,11 @@ _LOWER_BOUNDS = (
 def check_ranges(config: TrainConfig) -> None:
     """A value outside its range (a rank of 0, a negative step count) is a one-line error
     before anything is loaded, from a flag and from a config file alike."""
+    for item in fields(config):  # nan passes every comparison below, inf every lower bound
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + item.name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a finite number, not {value}")
     for name, low, inclusive in _LOWER_BOUNDS:
         value = getattr(config, name)
         if value is not None and (value < low or (value == low and not inclusive)):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DatasetError, NonFiniteLossError
+from ..errors import DatasetError, NonFiniteLossError, TrainingError
 from .state import TrainingPosition, TrainingStates
 
 
@@ -66,6 +67,32 @@ class StateKeeper:
             if self.accelerator.num_processes == 1 and position().step > 0:
                 self.save(position())
             raise
+
+
+@contextmanager
+def disk_full_is_an_error(output: Path) -> Iterator[None]:
+    """A full disk while writing into ``output`` ends the run with one line: what survived,
+    and how to go on.
+
+    Every checkpoint and state is written under a temporary name and renamed when complete, so
+    the ones written before are intact; the half-written one is removed to free its space.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        from .logger import read_manifest
+
+        states = TrainingStates(output / "state", {}).all()
+        checkpoints = read_manifest(output)
+        state = f"newest training state {states[-1]}" if states else "no training state yet"
+        newest = output / checkpoints[-1]["file"] if checkpoints else "none"
+        raise TrainingError(
+            f"disk full while writing {exc.filename or 'into ' + str(output)}: the files written "
+            f"before survive ({state}; newest checkpoint {newest}). Free some space, then "
+            "--resume latest continues from that state."
+        ) from exc
 
 
 class BadBatches:

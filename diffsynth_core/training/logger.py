@@ -58,7 +58,7 @@ class ModelLogger:
             checked now, so a typo fails before training.
         family: the ModelFamily (naming and conversion hooks see it); None for hand-made modules.
         save_every_n_steps / save_every_epoch: when ``on_step_end`` / ``on_epoch_end`` save.
-        keep_last: keep only the newest K step checkpoints (epoch and final ones are kept).
+        keep_last: keep only the newest K step and epoch checkpoints (the final one is kept).
         metadata: extra provenance for every file (``training_args``, ``base_models`` ...).
     """
 
@@ -116,11 +116,18 @@ class ModelLogger:
     ) -> Path | None:
         """Collect the weights on every process (FSDP gathers), write them on the main one."""
         state = accelerator.get_state_dict(model)
-        path = None
+        path = self.path_for(kind, step, epoch)  # on every process: each reports the real file
         if accelerator.is_main_process:
             path = self.write(accelerator.unwrap_model(model), state, kind, step, epoch)
         accelerator.wait_for_everyone()
         return path
+
+    def path_for(self, kind: str, step: int, epoch: int) -> Path:
+        """Where the ``kind`` checkpoint of ``step`` goes (named by the plugin hook)."""
+        name = self.manager.hook.diffsynth_checkpoint_name(
+            kind=kind, step=step, epoch=epoch, family=self.family
+        )
+        return self.output_path / name
 
     # -- what is written ------------------------------------------------------------------
 
@@ -185,10 +192,8 @@ class ModelLogger:
         from safetensors.torch import save_file
 
         tensors, is_lora = self.export(model, state)
-        name = self.manager.hook.diffsynth_checkpoint_name(
-            kind=kind, step=step, epoch=epoch, family=self.family
-        )
-        path = self.output_path / name
+        path = self.path_for(kind, step, epoch)
+        name = path.name
         assert_finite(tensors, str(path))
         converted = self.manager.convert_state_dict(
             tensors, self.export_format, self.family, "lora" if is_lora else "full"
@@ -202,8 +207,7 @@ class ModelLogger:
 
     def saved(self) -> list[dict[str, Any]]:
         """Checkpoints written so far in this output folder (across resumed runs), oldest first."""
-        manifest = self.output_path / MANIFEST
-        return json.loads(manifest.read_text()) if manifest.exists() else []
+        return read_manifest(self.output_path)
 
     def latest(self) -> Path | None:
         entries = self.saved()
@@ -211,9 +215,15 @@ class ModelLogger:
 
     def _record(self, entry: dict[str, Any]) -> None:
         entries = [e for e in self.saved() if e["file"] != entry["file"]] + [entry]
-        if self.keep_last:
-            steps = [e for e in entries if e["kind"] == "step"]
-            for old in steps[: max(0, len(steps) - self.keep_last)]:
+        if self.keep_last:  # step and epoch checkpoints alike; the final one is always kept
+            kept = [e for e in entries if e["kind"] in ("step", "epoch")]
+            for old in kept[: max(0, len(kept) - self.keep_last)]:
                 (self.output_path / old["file"]).unlink(missing_ok=True)
                 entries.remove(old)
         atomic_write_json(self.output_path / MANIFEST, entries)
+
+
+def read_manifest(output: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The entries of ``output/checkpoints.json`` (file, kind, step, epoch), oldest first."""
+    manifest = Path(output) / MANIFEST
+    return json.loads(manifest.read_text()) if manifest.exists() else []

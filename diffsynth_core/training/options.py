@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ class RunOptions:
     cache_features: bool = False
     output_path: Path | None = None
     progress: bool = True
+    # called on the main process once the run is known to start (every check passed, the
+    # resumed state loaded), before anything is written: ``diffsynth train`` writes
+    # training_args.json there, and clears the previous run under --overwrite
+    on_start: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, **kwargs: Any) -> RunOptions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from ..errors import BadSampleError, ConfigError
 from .atomic import clean_temporaries
 from .batches import EpochBatches
 from .cache import FeatureCache
-from .guards import BadBatches, StateKeeper
+from .guards import BadBatches, StateKeeper, disk_full_is_an_error
+from .logger import read_manifest
 from .metrics import MetricsLog, plot_loss
 from .optim import LRSchedule, build_optimizer
 from .options import RunOptions
@@ -46,6 +47,8 @@ class TrainingResult:
     interrupted: str | None = None
     bad_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    already_finished: bool = False  # resumed a run that had ended: nothing was trained or written
+    main_process: bool = True  # False on the other processes of a data-parallel run
 
 
 def launch_training_task(
@@ -67,6 +70,9 @@ def launch_training_task(
     output = _prepare_run(accelerator, dataset, model_logger, opts)
     plan = EpochBatches.for_run(dataset, opts, accelerator)
     total_steps = opts.total_steps(plan.steps_per_epoch)
+    finished = finished_run(output, opts.resume, plan.layout(), total_steps)
+    if finished is not None:
+        return replace(finished, main_process=accelerator.is_main_process)
     schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
     optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -78,6 +84,10 @@ def launch_training_task(
     position = TrainingPosition()
     if resume_from:
         position = states.load(accelerator, model, optimizer, resume_from)
+    if opts.on_start is not None:
+        if accelerator.is_main_process:
+            opts.on_start()  # the run starts: from here on it writes into the output folder
+        accelerator.wait_for_everyone()  # (--overwrite clears the folder before anyone writes)
     log = MetricsLog(output, accelerator.is_main_process, total_steps, position.step, opts.progress)
     log.write(_resume_note(opts.resume, resume_from, position, states.root))
     bad = BadBatches(output, accelerator.process_index, dataset)
@@ -89,12 +99,17 @@ def launch_training_task(
     loss_value, lr, grad_norm = None, schedule(position.step), None
     # keeper.saved_on: under --on-bad-sample error, save the steps done before the error ends the run
     with (
+        disk_full_is_an_error(output),
         StopRequest() as stop,
         log,
         cache.installed(_manager()) if cache else nullcontext(),
         keeper.saved_on(BadSampleError, lambda: position),
     ):
-        for epoch in range(position.epoch, opts.num_epochs_needed(plan.steps_per_epoch)):
+        # a resumed state at the last step (its final checkpoint unwritten): train no more
+        last_epoch = (
+            opts.num_epochs_needed(plan.steps_per_epoch) if position.step < total_steps else 0
+        )
+        for epoch in range(position.epoch, last_epoch):
             start = position.batch if epoch == position.epoch else 0
             step_losses: list[float] = []
             for index, batch in enumerate(plan.loader(epoch, start, opts.num_workers), start=start):
@@ -133,12 +148,17 @@ def launch_training_task(
             if stop.stopped or position.step >= total_steps:
                 break
 
-    state = keeper.save(position)
-    if stop.name:  # stopped by a signal: a step checkpoint, no final one
-        checkpoint = model_logger.save(accelerator, model, "step", position.step, position.epoch)
-    else:
-        checkpoint = model_logger.on_training_end(accelerator, model, position.step, position.epoch)
-        samples.render(accelerator, model, position.step)
+    with disk_full_is_an_error(output):
+        state = keeper.save(position)
+        if stop.name:  # stopped by a signal: a step checkpoint, no final one
+            checkpoint = model_logger.save(
+                accelerator, model, "step", position.step, position.epoch
+            )
+        else:
+            checkpoint = model_logger.on_training_end(
+                accelerator, model, position.step, position.epoch
+            )
+            samples.render(accelerator, model, position.step)
     notes = _finish(accelerator, output, log, bad, cache) + samples.notes
     return TrainingResult(
         output,
@@ -150,6 +170,44 @@ def launch_training_task(
         stop.name,
         bad.total(accelerator),
         notes,
+        main_process=accelerator.is_main_process,
+    )
+
+
+def finished_run(
+    output: Path, resume: str | None, layout: dict[str, int], total_steps: int
+) -> TrainingResult | None:
+    """The result of resuming a run that already ended (its state at ``total_steps`` or beyond
+    and its final checkpoint written), or None when there is training left to do. Reads
+    files only, so ``diffsynth train`` asks before it loads the model."""
+    states = TrainingStates(output / "state", layout)
+    folder = states.find(resume)
+    if folder is None:
+        return None
+    position = states.position(folder)
+    finals = [e for e in read_manifest(output) if e["kind"] == "final"]
+    final = output / finals[-1]["file"] if finals else None
+    if (
+        position.step < total_steps
+        or final is None
+        or finals[-1]["step"] != position.step
+        or not final.is_file()
+    ):
+        return None
+    note = (
+        f"nothing to do: the run in {output} already finished at step {position.step} "
+        f"(of {total_steps}); its final checkpoint is {final}. Raise --max-steps or "
+        "--num-epochs to train further."
+    )
+    return TrainingResult(
+        output,
+        position.step,
+        position.epoch,
+        None,
+        final,
+        folder,
+        notes=[note],
+        already_finished=True,
     )
 
 

@@ -107,16 +107,20 @@ class TrainingStates:
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
         rng = _gather(accelerator, capture_rng())
-        if _sharded(accelerator):
-            accelerator.save_state(str(tmp / "accelerate"))
-        if accelerator.is_main_process:
-            if not _sharded(accelerator):
-                self._write_weights(tmp, accelerator.unwrap_model(model), optimizer)
-            torch.save(rng, tmp / "rng.pt")
-            (tmp / STATE_FILE).write_text(
-                json.dumps({"position": asdict(position), "layout": self.layout}, indent=2)
-            )
-            self._publish(tmp, final)
+        try:
+            if _sharded(accelerator):
+                accelerator.save_state(str(tmp / "accelerate"))
+            if accelerator.is_main_process:
+                if not _sharded(accelerator):
+                    self._write_weights(tmp, accelerator.unwrap_model(model), optimizer)
+                torch.save(rng, tmp / "rng.pt")
+                (tmp / STATE_FILE).write_text(
+                    json.dumps({"position": asdict(position), "layout": self.layout}, indent=2)
+                )
+                self._publish(tmp, final)
+        except Exception:  # a failed write (disk full): free the half-written folder's space
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
         self.saved_step = position.step
         return final
@@ -171,8 +175,7 @@ class TrainingStates:
         self, accelerator: Any, model: torch.nn.Module, optimizer: Any, folder: Path
     ) -> TrainingPosition:
         """Restore weights, optimizer and RNG from ``folder``; returns where to continue."""
-        saved = json.loads((folder / STATE_FILE).read_text())
-        self._check_layout(saved["layout"], folder)
+        position = self.position(folder)
         if _sharded(accelerator):
             accelerator.load_state(str(folder / "accelerate"))
         else:
@@ -181,9 +184,14 @@ class TrainingStates:
                 torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
             )
         restore_rng(torch.load(folder / "rng.pt", weights_only=True)[accelerator.process_index])
-        position = TrainingPosition(**saved["position"])
         self.saved_step = position.step
         return position
+
+    def position(self, folder: Path) -> TrainingPosition:
+        """The position saved in ``folder``, after checking its data layout is this run's."""
+        saved = json.loads((folder / STATE_FILE).read_text())
+        self._check_layout(saved["layout"], folder)
+        return TrainingPosition(**saved["position"])
 
     def _check_layout(self, saved: dict[str, int], folder: Path) -> None:
         changed = [

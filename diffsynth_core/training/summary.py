@@ -9,6 +9,13 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
+def _per_step(plan: Any) -> str:
+    real, nominal = plan.samples_per_step, plan.nominal_samples_per_step
+    if real == nominal:
+        return f"{real} per step"
+    return f"{real} per step (not {nominal}: batches hold at most the samples of one size bucket)"
+
+
 def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator: Any) -> str:
     """Family, model files, trainable parameters, data, effective batch, steps, output."""
     from ..data import validate
@@ -44,8 +51,11 @@ def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator
         f"  model files : {where}",
         f"  trainable   : {_count(trainable)} parameters; {what}",
         f"  dataset     : {c.dataset}: {report.total_rows} rows, {refused}; x{c.repeat} = {_count(len(dataset))} samples",
-        f"  batch       : {c.batch_size} x {c.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es) = {plan.samples_per_step} per step",
+        f"  batch       : {c.batch_size} x {c.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es) = {_per_step(plan)}",
         f"  steps       : {steps} ({plan.steps_per_epoch} per epoch), lr {c.learning_rate:g} {c.lr_scheduler}, precision {accelerator.mixed_precision}",
         f"  output      : {c.output}",
     ]
+    if getattr(run, "overrides", None):  # --resume: the saved settings, then each change
+        lines.append(f"  resumed     : {run.overrides[0]}")
+        lines += [f"    override  : {line}" for line in run.overrides[1:]]
     return "\n".join(lines)

@@ -91,20 +91,34 @@ def test_unknown_format_fails_before_training(toy_manager: Any, tmp_path: Path) 
         _logger(toy_manager, tmp_path, export_format="kohya-xl")
 
 
-def test_keep_last_prunes_old_step_checkpoints_only(
+def test_keep_last_prunes_old_step_and_epoch_checkpoints_never_the_final(
     toy_manager: Any, tiny_toy: Path, tmp_path: Path
 ) -> None:
     logger, module = _logger(toy_manager, tmp_path, keep_last=2), toy_module(tiny_toy)
+    logger.save(FakeAccelerator(), module, "final", 1, 0)  # an earlier session's final
     logger.save(FakeAccelerator(), module, "epoch", 1, 0)
-    for step in (2, 4, 6):
+    for step in (2, 4):
         logger.save(FakeAccelerator(), module, "step", step, 1)
+    logger.save(FakeAccelerator(), module, "epoch", 4, 1)
     names = sorted(p.name for p in tmp_path.glob("*.safetensors"))
-    assert names == ["epoch-0.safetensors", "step-000004.safetensors", "step-000006.safetensors"]
+    assert names == ["epoch-1.safetensors", "final.safetensors", "step-000004.safetensors"]
     assert [e["file"] for e in logger.saved()] == [
-        "epoch-0.safetensors",
+        "final.safetensors",
         "step-000004.safetensors",
-        "step-000006.safetensors",
+        "epoch-1.safetensors",
     ]
+
+
+def test_every_process_reports_the_real_checkpoint_path(
+    toy_manager: Any, tiny_toy: Path, tmp_path: Path
+) -> None:
+    class OtherProcess(FakeAccelerator):
+        is_main_process = False
+
+    logger, module = _logger(toy_manager, tmp_path), toy_module(tiny_toy)
+    path = logger.save(OtherProcess(), module, "final", 3, 0)
+    assert path == tmp_path / "final.safetensors"  # was None: rank 1 printed "checkpoint None"
+    assert not path.exists()  # ... and still only the main process writes
 
 
 def test_a_crash_mid_write_leaves_the_previous_checkpoint_newest_and_intact(
