@@ -18,23 +18,9 @@ import torch
 
 from ..errors import ConfigError, NonFiniteLossError
 from .atomic import atomic_write, atomic_write_json
-from .lora import lora_scale
+from .lora import export_lora_tensors, lora_metadata, lora_scale
 
 MANIFEST = "checkpoints.json"
-
-
-def _lora_layers(model: torch.nn.Module) -> dict[str, Any]:
-    """Rank, alpha and target module names of the peft LoRA layers in ``model``."""
-    ranks, alphas, targets = set(), set(), set()
-    for name, module in model.named_modules():
-        r = getattr(module, "r", None)
-        if isinstance(r, dict) and "default" in r:
-            ranks.add(r["default"])
-            alphas.add(module.lora_alpha["default"])
-            targets.add(name.rsplit(".", 1)[-1])
-    if not ranks:
-        return {}
-    return {"lora_rank": max(ranks), "lora_alpha": max(alphas), "target_modules": sorted(targets)}
 
 
 def assert_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -139,13 +125,7 @@ class ModelLogger:
                 for n, v in state.items()
                 if n in names
             }
-        is_lora = any(".lora_A." in k for k in tensors)
-        scale = lora_scale(model) if is_lora else 1.0
-        out = {}
-        for key, value in tensors.items():
-            value = value.detach().to("cpu").contiguous()
-            out[key] = value * scale if ".lora_B." in key and scale != 1.0 else value
-        return out, is_lora
+        return export_lora_tensors(tensors, lora_scale(model))
 
     def file_metadata(
         self, model: torch.nn.Module, kind: str, step: int, epoch: int, is_lora: bool
@@ -162,7 +142,7 @@ class ModelLogger:
             info["family"] = self.family.name
             info["base_models"] = sorted({f.model_id for f in self.family.model_files.values()})
         if is_lora:
-            info.update(_lora_layers(model), lora_alpha_folded=True)
+            info.update(lora_metadata(model), lora_alpha_folded=True)
         info.update(self.metadata)
         meta = {"format": "pt"}
         meta.update(
