@@ -9,6 +9,7 @@ alphas). Reading the key forms other tools write lives in :mod:`.lora_io`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,22 +36,29 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def _short_name(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+
 def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
     """Each target must name some layer: peft is silent about a typo next to a valid name."""
     names = [n for n, m in model.named_modules() if n and not list(m.children())]
     missing = [t for t in targets if not any(_matches(n, t) for n in names)]
     if not missing:
         return
-    short = sorted(
-        {
-            ".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.rsplit(".", 1)[-1]
-            for n in names
-        }
+    # the names of linear layers, the most repeated first: the attention projections of
+    # every block come before one-off layers
+    linear = Counter(
+        _short_name(n)
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
     )
-    shown = ", ".join(short[:12]) + (f" ... ({len(short)} in all)" if len(short) > 12 else "")
+    short = sorted(linear, key=lambda k: (-linear[k], k))
+    shown = ", ".join(short[:10]) + (f" ... ({len(short)} in all)" if len(short) > 10 else "")
     raise ConfigError(
         f"--lora-target-modules {','.join(missing)}: no layer of the model has that name; "
-        f"layer names include {shown}"
+        f"linear layers are called {shown}"
     )
 
 
