@@ -94,3 +94,34 @@ def assert_same_effect(
             f"(max error {error:.3g}, effect {largest:.3g})"
         )
     return largest
+
+
+def train_with_cli(args: list[str], output: Path) -> Path:
+    """``diffsynth train ARGS --output OUTPUT`` in process; the output folder."""
+    from click.testing import CliRunner
+
+    from ..cli.main import build_cli
+
+    result = CliRunner().invoke(
+        build_cli(), [*map(str, args), "--output", str(output)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return output
+
+
+def export_formats(
+    pipe: Any, folder: Path, formats: Iterable[str], remove_prefix: str = "pipe.dit."
+) -> dict[str, Path]:
+    """The LoRA of ``pipe`` written by ``ModelLogger`` (the CLI's writer) in each format,
+    with the family's conversions when ``pipe.family`` is set."""
+    from ..training.logger import ModelLogger
+    from ..training.module import PipelineTrainingModule
+
+    module = PipelineTrainingModule(pipe, lambda *a, **k: None)
+    family = getattr(pipe, "family", None)
+    return {
+        fmt: ModelLogger(folder / fmt, remove_prefix, fmt, family).write(
+            module, module.state_dict(), "final", 1, 0
+        )
+        for fmt in formats
+    }

@@ -6,21 +6,23 @@ lora_strength``); so do files that carry alpha as a tensor (kohya) or as metadat
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from diffsynth_core.testing.lora_strength import (
     assert_same_effect,
+    export_formats,
     latest_trainable,
     layer_outputs,
     lora_layers,
     rebuild_trained,
+    train_with_cli,
 )
 from diffsynth_qwen_image.plugin import LORA_TARGETS
 
@@ -33,17 +35,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ``diffsynth train`` run at rank 4, alpha 8 (the default format, diffusers)."""
-    from diffsynth_core.cli.main import build_cli
-
-    out = tmp_path_factory.mktemp("strength") / "run"
     args = [
-        "train", "--model", "qwen-image", "--model-path", str(tiny_dir), "--dataset", str(DATA),
-        "--height", "64", "--width", "64", "--max-steps", "2", "--lora-rank", str(RANK),
-        "--lora-alpha", str(ALPHA), "--learning-rate", "1e-2", "--output", str(out),
+        "train", "--model", "qwen-image", "--model-path", tiny_dir, "--dataset", DATA,
+        "--height", 64, "--width", 64, "--max-steps", 1, "--lora-rank", RANK,
+        "--lora-alpha", ALPHA, "--learning-rate", "1e-2",
     ]  # fmt: skip
-    result = CliRunner().invoke(build_cli(), args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
+    return train_with_cli(args, tmp_path_factory.mktemp("strength") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +49,14 @@ def trained(
 ) -> dict[str, Any]:
     """The trained DiT rebuilt from the raw training state, its layers' outputs, the base
     outputs, and the LoRA exported in every format by the CLI's own writer."""
-    from diffsynth_core.training.logger import ModelLogger
-    from diffsynth_core.training.module import PipelineTrainingModule
-
-    pipe = fresh_pipe()
+    pristine = fresh_pipe()
+    pipe = copy.deepcopy(pristine)
     dit = rebuild_trained(pipe, "dit", LORA_TARGETS, RANK, ALPHA, latest_trainable(run))
     names = lora_layers(dit)
-    module = PipelineTrainingModule(pipe, lambda *a, **k: None)
-    folder = tmp_path_factory.mktemp("formats")
-    files = {
-        fmt: ModelLogger(folder / fmt, "pipe.dit.", fmt, pipe.family).write(
-            module, module.state_dict(), "final", 2, 0
-        )
-        for fmt in FORMATS
-    }
     return {
         "pipe": pipe, "names": names, "outputs": layer_outputs(dit, names),
-        "base": layer_outputs(fresh_pipe().dit, names), "files": files,
+        "base": layer_outputs(pristine.dit, names), "pristine": pristine,
+        "files": export_formats(pipe, tmp_path_factory.mktemp("formats"), FORMATS),
     }  # fmt: skip
 
 
@@ -86,10 +74,10 @@ def test_every_format_merges_at_the_trained_strength(
 
     path, names = trained["files"][fmt], trained["names"]
     want, base = trained["outputs"], trained["base"]
-    pipe = fresh_pipe()
+    pipe = copy.deepcopy(trained["pristine"])
     merge_lora(pipe.dit, read_lora_file(path, pipe.dit, family=pipe.family))
     assert_same_effect(layer_outputs(pipe.dit, names), want, base, f"{fmt} file, our reader")
-    again = fresh_pipe()
+    again = copy.deepcopy(trained["pristine"])
     switch_pipe_to_training_mode(
         again, lora_base_model="dit", lora_target_modules=LORA_TARGETS, lora_rank=RANK,
         lora_checkpoint=str(path), lora_alpha=ALPHA,
@@ -147,7 +135,7 @@ def test_alpha_as_a_tensor_or_as_metadata(
     metadata_file = next((tmp_path / "diffusers").glob("*.safetensors"))
     names, want, base = trained["names"], trained["outputs"], trained["base"]
     for path in (tmp_path / "kohya.safetensors", metadata_file):
-        pipe = fresh_pipe()
+        pipe = copy.deepcopy(trained["pristine"])
         merge_lora(pipe.dit, read_lora_file(path, pipe.dit, family=pipe.family))
         assert_same_effect(layer_outputs(pipe.dit, names), want, base, f"{path.name}, our reader")
     got = _diffusers_outputs(tiny_dir, metadata_file, names)
