@@ -179,8 +179,8 @@ def _check_lora_round_trip(
         logger = ModelLogger(
             folder.parent / export_format,
             family.defaults.remove_prefix_in_ckpt,
-            export_format,
-            family,
+            export_format=export_format,
+            family=family,
         )
         path = logger.write(module, module.state_dict(), "final", 1, 0)
         fresh = _load(family, folder)

@@ -120,7 +120,7 @@ def export_formats(
     module = PipelineTrainingModule(pipe, lambda *a, **k: None)
     family = getattr(pipe, "family", None)
     return {
-        fmt: ModelLogger(folder / fmt, remove_prefix, fmt, family).write(
+        fmt: ModelLogger(folder / fmt, remove_prefix, export_format=fmt, family=family).write(
             module, module.state_dict(), "final", 1, 0
         )
         for fmt in formats

@@ -63,7 +63,7 @@ def _export(pipe: Any, folder: Path, fmt: str) -> Path:
     from diffsynth_core.training.module import PipelineTrainingModule
 
     module = PipelineTrainingModule(pipe, lambda *a, **k: None)
-    return ModelLogger(folder, "pipe.dit.", fmt, pipe.family).write(
+    return ModelLogger(folder, "pipe.dit.", export_format=fmt, family=pipe.family).write(
         module, module.state_dict(), "final", 1, 0
     )
 
