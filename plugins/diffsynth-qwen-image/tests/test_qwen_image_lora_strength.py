@@ -7,6 +7,7 @@ lora_strength``); so do files that carry alpha as a tensor (kohya) or as metadat
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def trained(
 def test_the_cli_file_is_the_writers(run: Path, trained: dict[str, Any]) -> None:
     cli_file, ours = load_file(run / "final.safetensors"), load_file(trained["files"]["diffusers"])
     assert cli_file.keys() == ours.keys() and all(torch.equal(cli_file[k], ours[k]) for k in ours)
+    from safetensors import safe_open
+
+    with safe_open(str(run / "final.safetensors"), "pt") as handle:
+        meta = handle.metadata()
+    # the targets as trained (to_out.0, img_mod.1), not their last name parts (0, 1)
+    assert json.loads(meta["diffsynth.target_modules"]) == sorted(LORA_TARGETS.split(","))
+    assert (meta["diffsynth.lora_rank"], meta["diffsynth.lora_alpha"]) == ("4", "8.0")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
