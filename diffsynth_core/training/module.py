@@ -154,6 +154,19 @@ class DiffusionTrainingModule(torch.nn.Module):
             model, target_modules, lora_rank, lora_alpha, upcast_dtype or torch.float32
         )
 
+    def mapping_lora_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The seed's helper: LoRA keys in peft's in-model form (``lora_A.default.weight``),
+        other keys dropped, so ``model.load_state_dict(..., strict=False)`` takes them."""
+        out = {}
+        for key, value in state_dict.items():
+            bare = bare_key(key)
+            for part in (".lora_A.weight", ".lora_B.weight"):
+                if bare.endswith(part):
+                    out[bare[: -len(".weight")] + ".default.weight"] = value
+        return out
+
     def transfer_data_to_device(
         self, data: Any, device: Any, torch_float_dtype: torch.dtype | None = None
     ) -> Any:

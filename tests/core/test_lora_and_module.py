@@ -284,3 +284,13 @@ def test_lora_checkpoint_continues_at_the_trained_strength(tmp_path: Any) -> Non
             lora_alpha=8.0, lora_checkpoint=str(path),
         )  # fmt: skip
         torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_the_seeds_mapping_lora_state_dict_loads_into_the_injected_model() -> None:
+    net, state = _trained_lora(alpha=4.0)  # alpha = rank: the file's B is the layer's B
+    module = Module(lora_base_model="dit", lora_target_modules="to_q,to_out.0", lora_rank=4)
+    mapped = module.mapping_lora_state_dict(state)
+    missing, unexpected = module.pipe.dit.load_state_dict(mapped, strict=False)
+    assert not unexpected and len(mapped) == len(state)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-6, rtol=0)

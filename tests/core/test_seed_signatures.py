@@ -30,6 +30,7 @@ SEED = {
         "model", "target_modules", "lora_rank", "lora_alpha", "upcast_dtype",
     ),
     "DiffusionTrainingModule.export_trainable_state_dict": ("state_dict", "remove_prefix"),
+    "DiffusionTrainingModule.mapping_lora_state_dict": ("state_dict",),
     "DiffusionTrainingModule.transfer_data_to_device": ("data", "device", "torch_float_dtype"),
     "UnifiedDataset": (
         "base_path", "metadata_path", "repeat", "data_file_keys", "main_data_operator",
