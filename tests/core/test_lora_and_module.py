@@ -294,3 +294,20 @@ def test_the_seeds_mapping_lora_state_dict_loads_into_the_injected_model() -> No
     assert not unexpected and len(mapped) == len(state)
     x = torch.randn(3, 8)
     torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-6, rtol=0)
+
+
+def test_preset_lora_is_merged_before_training_and_data_process_adds_no_lora(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    net, state = _trained_lora(alpha=8.0)
+    save_file(state, str(tmp_path / "preset.safetensors"))
+    module = Module(
+        lora_base_model="dit", lora_target_modules="to_q", lora_rank=2,
+        preset_lora_path=str(tmp_path / "preset.safetensors"),
+    )  # fmt: skip
+    x = torch.randn(3, 8)
+    # merged into the base weights; the new LoRA (B = 0) adds nothing yet
+    torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-5, rtol=0)
+    assert all(n.endswith(("lora_A.default.weight", "lora_B.default.weight")) for n in module.trainable_param_names())
+    caching = Module(lora_base_model="dit", lora_target_modules="to_q", task="sft:data_process")
+    assert not caching.trainable_param_names()
