@@ -69,6 +69,8 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         data_file_keys: str | Sequence[str] = ("image",),
         main_data_operator: Operator | None = None,
         special_operator_map: Mapping[str, Operator] | None = None,
+        max_data_items: int | None = None,
+        *,
         required_columns: Sequence[str] = ("prompt",),
         on_bad_sample: str = "skip",
         caption_extension: str = DEFAULT_CAPTION_EXTENSION,
@@ -77,6 +79,10 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
             raise ConfigError(f"on_bad_sample must be one of {BAD_POLICIES}, not {on_bad_sample!r}")
         if not isinstance(repeat, int) or repeat < 1:
             raise ConfigError(f"repeat must be a whole number >= 1, not {repeat!r}")
+        if max_data_items is not None and (not isinstance(max_data_items, int) or max_data_items < 1):
+            raise ConfigError(f"max_data_items must be a whole number >= 1, not {max_data_items!r}")
+        # the seed's epoch length: the rows (repeated) cycle to fill it, or are cut short
+        self.max_data_items = max_data_items
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():
             raise DatasetError(f"dataset folder {self.base_path} does not exist")
@@ -127,6 +133,7 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         width: int | None = None,
         height_division_factor: int = 16,
         width_division_factor: int = 16,
+        *,
         pixel_limit: int = DEFAULT_PIXEL_LIMIT,
     ) -> Chain:
         """Path -> checked absolute path -> RGB image -> resized by the resize rule."""
@@ -150,6 +157,7 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         time_division_factor: int = 4,
         time_division_remainder: int = 1,
         frame_rate: float | None = None,
+        *,
         pixel_limit: int = DEFAULT_PIXEL_LIMIT,
     ) -> Chain:
         """Path -> checked absolute path -> list of frames, each resized by the resize rule."""
@@ -168,6 +176,8 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
     # -- samples --------------------------------------------------------------------------------
 
     def __len__(self) -> int:
+        if self.max_data_items is not None:
+            return self.max_data_items
         return len(self.rows) * self.repeat
 
     def row_of(self, index: int) -> int:
@@ -251,7 +261,7 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         if column is None:
             raise ConfigError("target_sizes() needs a column: this dataset has no data_file_keys")
         sizes = row_target_sizes(self, column)
-        return sizes * self.repeat
+        return [sizes[i % len(sizes)] for i in range(len(self))]
 
 
 def collate_samples(

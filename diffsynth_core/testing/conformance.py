@@ -179,12 +179,12 @@ def _check_lora_round_trip(
         logger = ModelLogger(
             folder.parent / export_format,
             family.defaults.remove_prefix_in_ckpt,
-            export_format,
-            family,
+            export_format=export_format,
+            family=family,
         )
         path = logger.write(module, module.state_dict(), "final", 1, 0)
         fresh = _load(family, folder)
-        back = read_lora_file(path, getattr(fresh, base_name))
+        back = read_lora_file(path, getattr(fresh, base_name), family=family)
         same = back.keys() == expected.keys() and all(
             torch.allclose(back[k].float(), expected[k].float()) for k in expected
         )

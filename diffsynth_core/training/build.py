@@ -216,12 +216,11 @@ def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
     return ModelLogger(
         c.output,
         run.family.defaults.remove_prefix_in_ckpt,
-        c.lora_format,
-        run.family,
-        c.save_every_n_steps,
-        True,
-        c.keep_last,
-        metadata,
+        export_format=c.lora_format,
+        family=run.family,
+        save_every_n_steps=c.save_every_n_steps,
+        keep_last=c.keep_last,
+        metadata=metadata,
     )
 
 
@@ -301,7 +300,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         atomic_write_json(output / "training_args.json", args)
 
     return launch_training_task(
-        accelerator, dataset, module, logger, c.learning_rate, c.num_epochs,
+        accelerator, dataset, module, logger, c.learning_rate, num_epochs=c.num_epochs,
         on_start=on_start, **run_options(run),
     )  # fmt: skip
 

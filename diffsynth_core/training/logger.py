@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +19,9 @@ import torch
 
 from ..errors import ConfigError, NonFiniteLossError
 from .atomic import atomic_write, atomic_write_json
-from .lora import lora_scale
+from .lora import export_lora_tensors, lora_metadata, lora_scale
 
 MANIFEST = "checkpoints.json"
-
-
-def _lora_layers(model: torch.nn.Module) -> dict[str, Any]:
-    """Rank, alpha and target module names of the peft LoRA layers in ``model``."""
-    ranks, alphas, targets = set(), set(), set()
-    for name, module in model.named_modules():
-        r = getattr(module, "r", None)
-        if isinstance(r, dict) and "default" in r:
-            ranks.add(r["default"])
-            alphas.add(module.lora_alpha["default"])
-            targets.add(name.rsplit(".", 1)[-1])
-    if not ranks:
-        return {}
-    return {"lora_rank": max(ranks), "lora_alpha": max(alphas), "target_modules": sorted(targets)}
 
 
 def assert_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -50,10 +37,18 @@ def assert_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 class ModelLogger:
     """Saves checkpoints every N steps, every epoch and at the end (the seed's ModelLogger).
 
+    The first nine parameters are DiffSynth-Studio's, in its order; ours are keyword-only.
+
     Args:
         output_path: the run's output folder; checkpoints go directly into it.
         remove_prefix_in_ckpt: cut from parameter names (``pipe.dit.``), so keys start at
             the model that was trained.
+        state_dict_converter: as in the seed, called on the weights (bare keys); what it
+            returns is written as is, in place of the ``export_format`` renaming.
+        enable_tensorboard_log / enable_csv_log: accepted for seed scripts;
+            ``launch_training_task`` always writes both logs (``output/logs``).
+        enable_swanlab_log / enable_wandb_log (and their ``*_project``): not built in, an
+            error when true (the TensorBoard and CSV logs are written instead).
         export_format: ``--lora-format`` (``diffusers``, ``comfyui``, ``peft`` or a plugin's);
             checked now, so a typo fails before training.
         family: the ModelFamily (naming and conversion hooks see it); None for hand-made modules.
@@ -66,6 +61,14 @@ class ModelLogger:
         self,
         output_path: str | os.PathLike[str],
         remove_prefix_in_ckpt: str | None = None,
+        state_dict_converter: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        enable_tensorboard_log: bool = False,
+        enable_swanlab_log: bool = False,
+        swanlab_project: str = "DiffSynth-Studio",
+        enable_wandb_log: bool = False,
+        wandb_project: str = "DiffSynth-Studio",
+        enable_csv_log: bool = False,
+        *,
         export_format: str = "diffusers",
         family: Any = None,
         save_every_n_steps: int | None = None,
@@ -77,8 +80,15 @@ class ModelLogger:
 
         if keep_last is not None and keep_last < 1:
             raise ConfigError(f"keep_last must be at least 1, not {keep_last}")
+        for name, wanted in (("swanlab", enable_swanlab_log), ("wandb", enable_wandb_log)):
+            if wanted:
+                raise ConfigError(
+                    f"enable_{name}_log: {name} logging is not built in; the loss is logged to "
+                    "TensorBoard and CSV in the output folder's logs/ (tensorboard --logdir)"
+                )
         self.output_path = Path(output_path)
         self.remove_prefix_in_ckpt = remove_prefix_in_ckpt
+        self.state_dict_converter = state_dict_converter
         self.export_format = export_format
         self.family = family
         self.save_every_n_steps = save_every_n_steps
@@ -146,13 +156,7 @@ class ModelLogger:
                 for n, v in state.items()
                 if n in names
             }
-        is_lora = any(".lora_A." in k for k in tensors)
-        scale = lora_scale(model) if is_lora else 1.0
-        out = {}
-        for key, value in tensors.items():
-            value = value.detach().to("cpu").contiguous()
-            out[key] = value * scale if ".lora_B." in key and scale != 1.0 else value
-        return out, is_lora
+        return export_lora_tensors(tensors, lora_scale(model))
 
     def file_metadata(
         self, model: torch.nn.Module, kind: str, step: int, epoch: int, is_lora: bool
@@ -169,7 +173,7 @@ class ModelLogger:
             info["family"] = self.family.name
             info["base_models"] = sorted({f.model_id for f in self.family.model_files.values()})
         if is_lora:
-            info.update(_lora_layers(model), lora_alpha_folded=True)
+            info.update(lora_metadata(model), lora_alpha_folded=True)
         info.update(self.metadata)
         meta = {"format": "pt"}
         meta.update(
@@ -195,9 +199,12 @@ class ModelLogger:
         path = self.path_for(kind, step, epoch)
         name = path.name
         assert_finite(tensors, str(path))
-        converted = self.manager.convert_state_dict(
-            tensors, self.export_format, self.family, "lora" if is_lora else "full"
-        )
+        if self.state_dict_converter is not None:
+            converted = self.state_dict_converter(tensors)
+        else:
+            converted = self.manager.convert_state_dict(
+                tensors, self.export_format, self.family, "lora" if is_lora else "full"
+            )
         meta = self.file_metadata(model, kind, step, epoch, is_lora)
         atomic_write(path, lambda tmp: save_file(converted, str(tmp), metadata=meta))
         self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})

@@ -1,46 +1,65 @@
-"""LoRA: inject with peft, export, and read back the key forms other tools write.
+"""LoRA: inject with peft, export, merge, and continue training from a file.
 
-Our in-memory form is peft's: modules get ``lora_A`` / ``lora_B`` sub-layers, and
-``lora_state_dict`` gives bare keys (``transformer_blocks.0.attn.to_q.lora_A.weight``). On
-export ``lora_alpha / rank`` is folded into ``lora_B`` so the file means the same thing to every
-loader, whatever alpha it assumes (diffusers assumes alpha = rank when a file has no alphas).
-
-Files come back in many forms; :func:`normalize_lora_state_dict` maps each to the bare form:
-
-* DiffSynth-Studio: ``...to_q.lora_A.default.weight`` (no prefix)
-* diffusers: ``transformer.`` prefix; ComfyUI: ``diffusion_model.`` prefix
-* ``lora_down`` / ``lora_up`` with ``.alpha`` (ComfyUI, kohya)
-* kohya: ``lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight``
+Our in-memory form is peft's: modules get ``lora_A`` / ``lora_B`` sub-layers. Every file we
+write goes through :func:`export_lora_tensors`, the one place that drops peft's ``.default``
+and folds ``lora_alpha / rank`` into ``lora_B`` so the file means the same thing to every
+loader, whatever alpha it assumes (diffusers and ComfyUI assume alpha = rank when a file has no
+alphas). Reading the key forms other tools write lives in :mod:`.lora_io`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ConfigError, ModelFileError
+from .lora_io import bare_key, normalize_lora_state_dict, read_lora_file
 
-_PREFIXES = (
-    "base_model.model.",
-    "diffusion_model.",
-    "transformer.",
-    "pipe.dit.",
-    "pipe.controlnet.",
-    "controlnet.",
-    "dit.",
-    "model.",
-    "unet.",
-)
-_KOHYA = re.compile(r"^lora_(?:unet|te\d?|transformer)_")
+__all__ = [
+    "bare_key", "export_lora_tensors", "inject_lora", "load_lora_weights", "lora_metadata",
+    "lora_scale", "lora_state_dict", "merge_lora", "normalize_lora_state_dict", "read_lora_file",
+    "split_targets",
+]  # fmt: skip
 
 
 def split_targets(target_modules: str | Iterable[str]) -> list[str]:
     if isinstance(target_modules, str):
         return [t.strip() for t in target_modules.split(",") if t.strip()]
     return list(target_modules)
+
+
+def _matches(name: str, target: str) -> bool:
+    # peft's rule for a plain name: the whole module path or its last dotted parts
+    return name == target or name.endswith("." + target)
+
+
+def _short_name(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+
+def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    """Each target must name some layer: peft is silent about a typo next to a valid name."""
+    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if not missing:
+        return
+    # the names of linear layers, the most repeated first: the attention projections of
+    # every block come before one-off layers
+    linear = Counter(
+        _short_name(n)
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    )
+    short = sorted(linear, key=lambda k: (-linear[k], k))
+    shown = ", ".join(short[:10]) + (f" ... ({len(short)} in all)" if len(short) > 10 else "")
+    raise ConfigError(
+        f"--lora-target-modules {','.join(missing)}: no layer of the model has that name; "
+        f"linear layers are called {shown}"
+    )
 
 
 def inject_lora(
@@ -55,7 +74,8 @@ def inject_lora(
 
     targets = split_targets(target_modules)
     if not targets:
-        raise ValueError("LoRA needs at least one target module (--lora-target-modules)")
+        raise ConfigError("LoRA needs at least one target module (--lora-target-modules)")
+    _check_targets(model, targets)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets, lora_dropout=0.0)
     model = inject_adapter_in_model(config, model)
     for name, param in model.named_parameters():
@@ -74,83 +94,58 @@ def lora_scale(model: torch.nn.Module) -> float:
     return 1.0
 
 
-def bare_key(key: str) -> str:
-    return key.replace(".default.", ".")
+def export_lora_tensors(
+    tensors: Mapping[str, torch.Tensor], scale: float
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Tensors as written to a file: bare keys, CPU, contiguous, ``scale`` folded into lora_B.
+
+    ``scale`` is ``alpha / rank`` of the adapter (:func:`lora_scale`). Returns ``(tensors,
+    is_lora)``; full weights pass through unscaled.
+    """
+    out = {bare_key(k): v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    is_lora = any(".lora_A." in k for k in out)
+    if is_lora and scale != 1.0:
+        out = {k: v * scale if ".lora_B." in k else v for k, v in out.items()}
+    return out, is_lora
 
 
-def lora_state_dict(model: torch.nn.Module, fold_alpha: bool = True) -> dict[str, torch.Tensor]:
-    """The LoRA weights with bare peft keys; alpha / rank folded into ``lora_B``."""
-    scale = lora_scale(model) if fold_alpha else 1.0
-    out = {}
-    for name, param in model.named_parameters():
-        if ".lora_A." in name or ".lora_B." in name:
-            value = param.detach()
-            if ".lora_B." in name and scale != 1.0:
-                value = value * scale
-            out[bare_key(name)] = value
-    return out
+def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights of ``model`` as a file holds them (bare keys, alpha / rank folded)."""
+    params = {n: p for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
+    return export_lora_tensors(params, lora_scale(model))[0]
 
 
-def _strip_prefix(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix) :], True
-    return key
+def lora_metadata(model: torch.nn.Module) -> dict[str, Any]:
+    """Rank, alpha and target modules (as given to peft: ``to_out.0``) of ``model``'s LoRA."""
+    ranks, alphas, targets, layers = set(), set(), set(), []
+    for name, module in model.named_modules():
+        config = getattr(module, "peft_config", None)
+        if isinstance(config, dict) and "default" in config:
+            found = config["default"].target_modules
+            targets.update([found] if isinstance(found, str) else found or ())
+        r = getattr(module, "r", None)
+        if isinstance(r, dict) and "default" in r:
+            ranks.add(r["default"])
+            alphas.add(module.lora_alpha["default"])
+            layers.append(name)
+    if not ranks:
+        return {}
+    # a LoRA put together without peft's injection has no config: name its layers in full
+    return {
+        "lora_rank": max(ranks),
+        "lora_alpha": max(alphas),
+        "target_modules": sorted(targets or layers),
+    }
 
 
-def _kohya_module(key: str, module_names: dict[str, str]) -> str:
-    flat = _KOHYA.sub("", key)
-    if flat not in module_names:
-        raise ModelFileError(f"LoRA key lora_..._{flat} matches no module of the model")
-    return module_names[flat]
+def load_lora_weights(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "the LoRA"
+) -> None:
+    """Load a normalized LoRA into a model with LoRA injected (continuing training).
 
-
-def normalize_lora_state_dict(
-    state_dict: dict[str, torch.Tensor], module_names: Iterable[str] = ()
-) -> dict[str, torch.Tensor]:
-    """Any supported LoRA key form -> bare peft keys, with alphas folded into ``lora_B``."""
-    flat_names = {n.replace(".", "_"): n for n in module_names}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        key = bare_key(key)
-        module, _, kind = key.rpartition(".lora_") if ".lora_" in key else key.rpartition(".")
-        if _KOHYA.match(module):
-            module = _kohya_module(module, flat_names)
-        module = _strip_prefix(module)
-        if kind in ("A.weight", "down.weight"):
-            pairs.setdefault(module, {})["A"] = value
-        elif kind in ("B.weight", "up.weight"):
-            pairs.setdefault(module, {})["B"] = value
-        elif kind == "alpha":
-            pairs.setdefault(module, {})["alpha"] = value
-    if not pairs:
-        raise ModelFileError(
-            "the file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up keys)"
-        )
-    out = {}
-    for module, parts in pairs.items():
-        if "A" not in parts or "B" not in parts:
-            raise ModelFileError(f"LoRA for {module} lacks its A or B matrix")
-        b = parts["B"]
-        if "alpha" in parts:
-            b = b * (float(parts["alpha"]) / parts["A"].shape[0])
-        out[f"{module}.lora_A.weight"] = parts["A"]
-        out[f"{module}.lora_B.weight"] = b
-    return out
-
-
-def lora_targets_and_rank(state_dict: dict[str, torch.Tensor]) -> tuple[list[str], int]:
-    """Module names (leaf parts, as peft targets) and rank of a normalized LoRA."""
-    modules = sorted({k.rsplit(".lora_", 1)[0] for k in state_dict})
-    rank = next(v.shape[0] for k, v in state_dict.items() if ".lora_A." in k)
-    return modules, rank
-
-
-def load_lora_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a normalized LoRA into a model with LoRA injected (continuing training)."""
+    ``source`` (the file) names the LoRA in errors: a key no injected layer has, or a shape
+    that differs from the injected layer's (another ``--lora-rank``).
+    """
     scale = lora_scale(model)
     params = dict(model.named_parameters())
     missing = []
@@ -160,18 +155,23 @@ def load_lora_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
         if name not in params:
             missing.append(key)
             continue
+        if params[name].shape != value.shape:
+            raise ModelFileError(
+                f"{source}: LoRA key {key} has shape {tuple(value.shape)}, the injected layer "
+                f"{tuple(params[name].shape)}: give the --lora-rank the file was trained with"
+            )
         if kind.startswith("B") and scale != 1.0:
             value = value / scale
         params[name].data.copy_(value.to(params[name].dtype))
     if missing:
         raise ModelFileError(
-            f"{len(missing)} LoRA weights match no injected layer (first: {missing[0]}); "
+            f"{source}: {len(missing)} LoRA weights match no injected layer (first: {missing[0]}); "
             "is --lora-target-modules the same as when the LoRA was trained?"
         )
 
 
 def merge_lora(
-    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], scale: float = 1.0
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], scale: float = 1.0
 ) -> int:
     """Add ``scale * B @ A`` into the base weights (inference); returns the modules changed."""
     modules = dict(model.named_modules())
@@ -186,26 +186,7 @@ def merge_lora(
                 f"LoRA module {name} is not in the model: is it for another model?"
             )
         b = state_dict[f"{name}.lora_B.weight"]
-        delta = (b.float() @ a.float()).reshape(layer.weight.shape) * scale
+        delta = (b.float().flatten(1) @ a.float().flatten(1)).reshape(layer.weight.shape) * scale
         layer.weight.data += delta.to(layer.weight.device, layer.weight.dtype)
         count += 1
     return count
-
-
-def read_lora_file(
-    path: Any, model: torch.nn.Module, allow_pickle: bool = False, family: Any = None
-) -> dict[str, torch.Tensor]:
-    """Read a LoRA file in any supported form, normalized against ``model``'s module names.
-
-    Family-specific forms are renamed first by the ``diffsynth_import_lora`` hook.
-    """
-    from ..loading import load_state_dict
-    from ..plugins import get_plugin_manager
-
-    raw = load_state_dict(path, allow_pickle=allow_pickle)
-    imported = get_plugin_manager().hook.diffsynth_import_lora(
-        state_dict=raw, family=family, model=model
-    )
-    return normalize_lora_state_dict(
-        raw if imported is None else imported, (n for n, _ in model.named_modules())
-    )

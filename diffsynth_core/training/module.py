@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from .lora import inject_lora, load_lora_weights, read_lora_file, split_targets
+from .lora import (
+    bare_key,
+    inject_lora,
+    load_lora_weights,
+    merge_lora,
+    read_lora_file,
+    split_targets,
+)
 
 
 def _offloaded_checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -60,30 +67,42 @@ def switch_pipe_to_training_mode(
     lora_base_model: str | None = None,
     lora_target_modules: str | Iterable[str] = "",
     lora_rank: int = 32,
-    lora_alpha: float | None = None,
     lora_checkpoint: str | None = None,
+    preset_lora_path: str | None = None,
+    preset_lora_model: str | None = None,
+    task: str = "sft",
+    *,
+    lora_alpha: float | None = None,
     lora_dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
 ) -> None:
     """Freeze the pipeline, then unfreeze ``trainable_models`` and/or add LoRA to one model.
 
-    The LoRA weights default to fp32 even over a bf16 base: small updates to bf16 weights
-    round away. ``lora_checkpoint`` continues from a LoRA file in any supported key form.
+    The positional order and names are DiffSynth-Studio's, so ported scripts work; our own
+    options are keyword-only. ``lora_checkpoint`` continues from a LoRA file in any supported
+    key form. ``preset_lora_path`` merges a LoRA into ``preset_lora_model`` (default: the LoRA
+    base model) before training, as a fixed part of the base. A ``task`` ending in
+    ``:data_process`` (the seed's feature-caching stage) adds no LoRA. The LoRA weights
+    default to fp32 even over a bf16 base: small updates to bf16 weights round away.
     """
     pipe.scheduler.set_timesteps(pipe.scheduler.config.num_train_timesteps, training=True)
     pipe.requires_grad_(False)
     pipe.eval()
+    family = getattr(pipe, "family", None)
+    if preset_lora_path:
+        target = _model(pipe, preset_lora_model or lora_base_model or "")
+        merge_lora(target, read_lora_file(preset_lora_path, target, allow_pickle, family))
     for name in split_targets(trainable_models or ""):
         model = _model(pipe, name)
         model.requires_grad_(True)
         model.train()
-    if lora_base_model:
+    if lora_base_model and not task.endswith(":data_process"):
         model = _model(pipe, lora_base_model)
         inject_lora(model, lora_target_modules, lora_rank, lora_alpha, dtype=lora_dtype)
         model.train()
         if lora_checkpoint:
-            family = getattr(pipe, "family", None)
-            load_lora_weights(model, read_lora_file(lora_checkpoint, model, allow_pickle, family))
+            lora = read_lora_file(lora_checkpoint, model, allow_pickle, family)
+            load_lora_weights(model, lora, source=str(lora_checkpoint))
 
 
 def _model(pipe: Any, name: str) -> torch.nn.Module:
@@ -119,8 +138,57 @@ class DiffusionTrainingModule(torch.nn.Module):
                 continue
             if remove_prefix and name.startswith(remove_prefix):
                 name = name[len(remove_prefix) :]
-            out[name.replace(".default.", ".")] = value
+            out[bare_key(name)] = value
         return out
+
+    def add_lora_to_model(
+        self,
+        model: torch.nn.Module,
+        target_modules: str | Iterable[str],
+        lora_rank: int,
+        lora_alpha: float | None = None,
+        upcast_dtype: torch.dtype | None = None,
+    ) -> torch.nn.Module:
+        """The seed's helper: inject LoRA (alpha defaults to the rank) in ``upcast_dtype``."""
+        return inject_lora(
+            model, target_modules, lora_rank, lora_alpha, upcast_dtype or torch.float32
+        )
+
+    def mapping_lora_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The seed's helper: LoRA keys in peft's in-model form (``lora_A.default.weight``),
+        other keys dropped, so ``model.load_state_dict(..., strict=False)`` takes them."""
+        out = {}
+        for key, value in state_dict.items():
+            bare = bare_key(key)
+            for part in (".lora_A.weight", ".lora_B.weight"):
+                if bare.endswith(part):
+                    out[bare[: -len(".weight")] + ".default.weight"] = value
+        return out
+
+    def transfer_data_to_device(
+        self, data: Any, device: Any, torch_float_dtype: torch.dtype | None = None
+    ) -> Any:
+        """Tensors in ``data`` (nested tuples, lists, dicts) moved to ``device``; float
+        tensors also cast to ``torch_float_dtype`` when given (the seed's helper)."""
+        if isinstance(data, torch.Tensor):
+            data = data.to(device)
+            return (
+                data.to(torch_float_dtype)
+                if torch_float_dtype and data.is_floating_point()
+                else data
+            )
+        if isinstance(data, (tuple, list)):
+            return type(data)(
+                self.transfer_data_to_device(x, device, torch_float_dtype) for x in data
+            )
+        if isinstance(data, dict):
+            return {
+                k: self.transfer_data_to_device(v, device, torch_float_dtype)
+                for k, v in data.items()
+            }
+        return data
 
 
 class PipelineTrainingModule(DiffusionTrainingModule):

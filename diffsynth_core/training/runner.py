@@ -57,16 +57,44 @@ def launch_training_task(
     model: torch.nn.Module,
     model_logger: Any,
     learning_rate: float = 1e-4,
+    weight_decay: float | None = None,
+    num_workers: int = 0,
+    save_steps: int | None = None,
     num_epochs: int = 1,
+    enable_model_cpu_offload: bool = False,
+    enable_optimizer_cpu_offload: bool = False,
+    cpu_offload_split_threshold: int | None = None,
+    customized_optimizer: str | None = None,
+    args: Any = None,
     **options: Any,
 ) -> TrainingResult:
     """Train ``model`` on ``dataset``; checkpoints through ``model_logger``.
 
-    The seed's positional signature; keyword ``options`` are the fields of
-    :class:`~diffsynth_core.training.options.RunOptions` (batch_size, max_steps, resume ...).
-    ``model(data)`` returns the loss; ``model.trainable_modules()`` gives what is optimized.
+    The seed's parameters in the seed's order (``save_steps`` is ``save_every_n_steps``,
+    ``customized_optimizer`` a dotted optimizer class, ``args`` an argparse namespace whose
+    ``learning_rate``, ``weight_decay``, ``dataset_num_workers``, ``save_steps``,
+    ``num_epochs`` and ``customized_optimizer`` win, as in the seed); keyword ``options`` are
+    the fields of :class:`~diffsynth_core.training.options.RunOptions` (batch_size,
+    max_steps, resume ...). ``model(data)`` returns the loss; ``model.trainable_modules()``
+    gives what is optimized. CPU offloading is not built in: asking for it is an error.
     """
-    opts = RunOptions.create(learning_rate=learning_rate, num_epochs=num_epochs, **options)
+    seed = _seed_arguments(
+        args, learning_rate=learning_rate, weight_decay=weight_decay, num_workers=num_workers,
+        save_every_n_steps=save_steps, num_epochs=num_epochs, optimizer=customized_optimizer,
+    )  # fmt: skip
+    if enable_model_cpu_offload or enable_optimizer_cpu_offload or cpu_offload_split_threshold:
+        raise ConfigError(
+            "CPU offloading (enable_model_cpu_offload ...) is not built in; use "
+            "--gradient-checkpointing-offload, --mixed-precision bf16 or accelerate's FSDP / "
+            "DeepSpeed offload"
+        )
+    for name, value in seed.items():
+        if value is not None and options.get(name) is not None and options[name] != value:
+            raise ConfigError(f"{name} is given twice (by its seed name and as an option)")
+        if value is not None:
+            options[name] = value
+    learning_rate = options.pop("learning_rate")
+    opts = RunOptions.create(learning_rate=learning_rate, **options)
     output = _prepare_run(accelerator, dataset, model_logger, opts)
     plan = EpochBatches.for_run(dataset, opts, accelerator)
     total_steps = opts.total_steps(plan.steps_per_epoch)
@@ -213,6 +241,18 @@ def finished_run(
 
 # -- small pieces of the recipe ----------------------------------------------------------------
 
+
+
+def _seed_arguments(args: Any, **given: Any) -> dict[str, Any]:
+    """The seed's arguments as our option names; an argparse ``args`` overrides them."""
+    if args is None:
+        return given
+    names = {
+        "learning_rate": "learning_rate", "weight_decay": "weight_decay",
+        "num_workers": "dataset_num_workers", "save_every_n_steps": "save_steps",
+        "num_epochs": "num_epochs", "optimizer": "customized_optimizer",
+    }  # fmt: skip
+    return {k: getattr(args, names[k], v) for k, v in given.items()}
 
 def _prepare_run(accelerator: Any, dataset: Any, model_logger: Any, opts: RunOptions) -> Path:
     """Checks and settings before anything is built; returns the output folder."""

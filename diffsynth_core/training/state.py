@@ -224,6 +224,12 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
             f"the state in {folder} was saved with other trainable weights (e.g. {missing}); "
             "resume with the same --lora-* / --trainable-models settings."
         )
+    for name, param in params.items():
+        if saved[name].shape != param.shape:  # another --lora-rank: same names, other shapes
+            raise ResumeError(
+                f"{folder / 'trainable.safetensors'}: {name} has shape {tuple(saved[name].shape)}, "
+                f"the model's {tuple(param.shape)}; resume with the same --lora-rank."
+            )
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(saved[name].to(param.device, param.dtype))

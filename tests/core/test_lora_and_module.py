@@ -169,3 +169,145 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         grads.append(x.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
     torch.testing.assert_close(grads[0], grads[2])
+
+
+# --- files: what is written and what is refused ----------------------------------------------
+
+
+def _write(net: torch.nn.Module, folder: Any, fmt: str = "peft") -> Any:
+    from diffsynth_core.training.logger import ModelLogger
+
+    return ModelLogger(folder, export_format=fmt).write(net, net.state_dict(), "final", 1, 0)
+
+
+def test_the_writer_gives_bare_folded_keys_for_a_plain_module(tmp_path: Any) -> None:
+    """A plain ``nn.Module`` with peft layers (no ``export_trainable_state_dict``): the keys
+    were ``to_q.lora_A.default.weight``, the file was taken for full weights, alpha unfolded."""
+    import json
+
+    from safetensors import safe_open
+
+    net, state = _trained_lora(alpha=8.0)
+    path = _write(net, tmp_path)
+    with safe_open(str(path), "pt") as handle:
+        keys, meta = set(handle.keys()), handle.metadata()
+        saved = {k: handle.get_tensor(k) for k in keys}
+    assert keys == set(state) and not any(".default." in k for k in keys)
+    assert meta["diffsynth.weights"] == "lora"
+    # the metadata names the targets as given to peft, not the last name part ("0")
+    assert json.loads(meta["diffsynth.target_modules"]) == ["to_out.0", "to_q"]
+    x = torch.randn(3, 8)
+    plain = Net()
+    merge_lora(plain, normalize_lora_state_dict(saved, _names(plain)))
+    torch.testing.assert_close(plain(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_a_lora_file_with_nan_is_refused_naming_file_and_key(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    from diffsynth_core.training.lora import read_lora_file
+
+    _, state = _trained_lora()
+    bad = dict(state)
+    key = "transformer_blocks.1.to_q.lora_B.weight"
+    bad[key] = bad[key].clone()
+    bad[key][0, 0] = float("inf")
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ModelFileError) as caught:
+        read_lora_file(tmp_path / "bad.safetensors", Net())
+    message = str(caught.value)
+    assert "bad.safetensors" in message and key in message and "NaN/inf" in message
+    assert "\n" not in message
+
+
+def test_an_unknown_target_module_lists_valid_names() -> None:
+    for targets in ("nosuch", "to_q,nosuch"):
+        with pytest.raises(ConfigError) as caught:
+            inject_lora(Net(), targets, rank=2)
+        message = str(caught.value)
+        assert "nosuch" in message and "to_q" in message and "to_out.0" in message
+        assert "\n" not in message
+
+
+class Wide(Net):
+    def __init__(self) -> None:
+        super().__init__()
+        self.transformer_blocks[0].to_q = torch.nn.Linear(8, 16)
+
+
+def test_a_lora_for_another_width_names_file_key_and_both_shapes(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    from diffsynth_core.training.lora import read_lora_file
+
+    _, state = _trained_lora()
+    save_file(state, str(tmp_path / "lora.safetensors"))
+    with pytest.raises(ModelFileError) as caught:
+        read_lora_file(tmp_path / "lora.safetensors", Wide())
+    message = str(caught.value)
+    assert "lora.safetensors" in message
+    assert "transformer_blocks.0.to_q.lora_A.weight" in message
+    assert "(4, 8)" in message and "(16, 8)" in message
+
+
+def test_lora_checkpoint_of_another_rank_names_file_key_and_both_shapes(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    _, state = _trained_lora()  # rank 4
+    save_file(state, str(tmp_path / "rank4.safetensors"))
+    with pytest.raises(ModelFileError) as caught:
+        Module(
+            lora_base_model="dit",
+            lora_target_modules="to_q,to_out.0",
+            lora_rank=2,
+            lora_checkpoint=str(tmp_path / "rank4.safetensors"),
+        )
+    message = str(caught.value)
+    assert "rank4.safetensors" in message and ".lora_A.weight" in message
+    assert "(4, 8)" in message and "(2, 8)" in message
+
+
+def test_lora_checkpoint_continues_at_the_trained_strength(tmp_path: Any) -> None:
+    """Written at rank 4, alpha 8 (scale 2) and read back by ``lora_checkpoint``: the same
+    function, for the file we write (alpha folded) and for a kohya one (alpha as a tensor)."""
+    from safetensors.torch import save_file
+
+    net, _ = _trained_lora(alpha=8.0)
+    ours = _write(net, tmp_path / "ours", "comfyui")
+    kohya_path = tmp_path / "kohya.safetensors"
+    kohya = _kohya(lora_state_dict(net))  # alpha 2 as a tensor, up doubled
+    save_file(kohya, str(kohya_path))
+    x = torch.randn(3, 8)
+    for path in (ours, kohya_path):
+        module = Module(
+            lora_base_model="dit", lora_target_modules="to_q,to_out.0", lora_rank=4,
+            lora_alpha=8.0, lora_checkpoint=str(path),
+        )  # fmt: skip
+        torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_the_seeds_mapping_lora_state_dict_loads_into_the_injected_model() -> None:
+    net, state = _trained_lora(alpha=4.0)  # alpha = rank: the file's B is the layer's B
+    module = Module(lora_base_model="dit", lora_target_modules="to_q,to_out.0", lora_rank=4)
+    mapped = module.mapping_lora_state_dict(state)
+    missing, unexpected = module.pipe.dit.load_state_dict(mapped, strict=False)
+    assert not unexpected and len(mapped) == len(state)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-6, rtol=0)
+
+
+def test_preset_lora_is_merged_before_training_and_data_process_adds_no_lora(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    net, state = _trained_lora(alpha=8.0)
+    save_file(state, str(tmp_path / "preset.safetensors"))
+    module = Module(
+        lora_base_model="dit", lora_target_modules="to_q", lora_rank=2,
+        preset_lora_path=str(tmp_path / "preset.safetensors"),
+    )  # fmt: skip
+    x = torch.randn(3, 8)
+    # merged into the base weights; the new LoRA (B = 0) adds nothing yet
+    torch.testing.assert_close(module.pipe.dit(x), net(x), atol=1e-5, rtol=0)
+    assert all(n.endswith(("lora_A.default.weight", "lora_B.default.weight")) for n in module.trainable_param_names())
+    caching = Module(lora_base_model="dit", lora_target_modules="to_q", task="sft:data_process")
+    assert not caching.trainable_param_names()

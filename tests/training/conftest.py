@@ -66,7 +66,7 @@ def train(
     logger = ModelLogger(output, remove_prefix_in_ckpt="pipe.dit.", save_every_epoch=False)
     options.setdefault("progress", False)
     return launch_training_task(
-        Accelerator(cpu=True), dataset, module, logger, learning_rate, num_epochs, **options
+        Accelerator(cpu=True), dataset, module, logger, learning_rate, num_epochs=num_epochs, **options
     )
 
 

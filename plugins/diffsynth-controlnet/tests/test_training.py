@@ -139,7 +139,7 @@ def test_lora_on_the_controlnet_loads_in_diffusers(fresh_pipe, data, tmp_path) -
         ".lora_" in n and n.startswith("pipe.controlnet.") for n in module.trainable_param_names()
     )
     family = get_plugin_manager().get_family("qwen-image-controlnet")
-    path = ModelLogger(tmp_path, "pipe.controlnet.", "diffusers", family).write(
+    path = ModelLogger(tmp_path, "pipe.controlnet.", export_format="diffusers", family=family).write(
         module, module.state_dict(), "final", 3, 0
     )
     from safetensors.torch import load_file
@@ -206,7 +206,7 @@ def test_full_checkpoint_loads_directly_and_exports_for_diffusers(
     pipe = fresh_pipe(controlnet_layers=1)
     module = train(pipe, data, steps=2, trainable_models="controlnet")
     family = get_plugin_manager().get_family("qwen-image-controlnet")
-    path = ModelLogger(tmp_path, "pipe.controlnet.", "diffusers", family).write(
+    path = ModelLogger(tmp_path, "pipe.controlnet.", export_format="diffusers", family=family).write(
         module, module.state_dict(), "step", 2, 0
     )
     trained = {k: v.clone() for k, v in pipe.controlnet.state_dict().items()}

@@ -1,10 +1,12 @@
-"""The ``wan`` checkpoint format: the original Wan2.1 / VACE key names.
+"""The ``wan`` and ``comfyui`` checkpoint formats of VACE families: the original Wan2.1 names.
 
 diffusers renames the original Wan modules (``blocks.0.self_attn.q`` -> ``blocks.0.attn1.to_q``,
 ``vace_blocks.0.before_proj`` -> ``vace_blocks.0.proj_in`` ...). ComfyUI's Wan models, the
 official Wan code and DiffSynth-Studio keep the original names, so a LoRA meant for them needs
-them back: ``--lora-format wan`` writes ``diffusion_model.`` + original names (the form ComfyUI
-reads, and diffusers' own Wan LoRA converter reads for the main blocks). The rules below are
+them back: ``--lora-format wan`` (or ``comfyui``: the core's generic ``diffusion_model.`` + diffusers
+names loads nowhere, ComfyUI reports every key "not loaded") writes ``diffusion_model.`` +
+original names (the form ComfyUI reads, and diffusers' own Wan LoRA converter reads for the main
+blocks). Reading accepts these, and kohya / musubi-tuner's ``lora_unet_`` underscore names. The rules below are
 the inverse of diffusers' ``convert_wan_transformer_to_diffusers``; the tests check that this
 function followed by diffusers' gives back every key of the model.
 """
@@ -43,6 +45,10 @@ _RULES: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((re.compile(p), r) for p, r in _RULES)
 
 LORA_PREFIX = "diffusion_model."
+# ``lora_unet_`` (kohya, musubi-tuner) or ``lora_unet__`` (OneTrainer) + Wan name, dots as "_"
+_KOHYA = re.compile(r"^lora_unet__?")
+# the formats written in Wan names: ComfyUI's Wan models (``comfy.ldm.wan``) use them too
+WAN_FORMATS = ("wan", "comfyui")
 
 
 def to_wan_key(key: str) -> str:
@@ -57,32 +63,44 @@ def to_wan_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def convert(state_dict: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The ``wan`` format: LoRA keys get ComfyUI's ``diffusion_model.`` prefix, full weights
-    (a transformer's own state dict, as the original ``.safetensors``) stay bare."""
+    """The ``wan`` and ``comfyui`` formats: Wan names; LoRA keys get ComfyUI's
+    ``diffusion_model.`` prefix, full weights (a transformer's own state dict, as the original
+    ``.safetensors``) stay bare."""
     renamed = to_wan_names(state_dict)
     if kind == "full":
         return renamed
     return {LORA_PREFIX + k: v for k, v in renamed.items()}
 
 
-def from_wan_lora(state_dict: Mapping[str, Any], module_names: Iterable[str]) -> dict[str, Any] | None:
+def from_wan_lora(
+    state_dict: Mapping[str, Any], module_names: Iterable[str]
+) -> dict[str, Any] | None:
     """A LoRA in the original Wan names -> the model's (diffusers') module names, or ``None``
-    when no key is in the Wan form (the file is then left to the core's normalizer).
+    when no key is in a Wan form (the file is then left to the core's normalizer).
 
-    The map is built from the model's own modules through :func:`to_wan_key`, so it is exactly
-    the inverse of what ``--lora-format wan`` writes.
+    Reads what ComfyUI reads for a Wan model: ``diffusion_model.`` + Wan names (``--lora-format
+    wan`` / ``comfyui``), bare Wan names, and kohya / musubi-tuner's underscore form
+    (``lora_unet_blocks_0_self_attn_q.lora_down.weight`` with ``.alpha``; OneTrainer writes
+    ``lora_unet__``). The map is built from the model's own modules through :func:`to_wan_key`,
+    so it is exactly the inverse of what we write.
     """
-    wan_to_ours = {}
+    wan_to_ours, flat_to_ours = {}, {}
     for name in module_names:
+        if not name:
+            continue
         wan = to_wan_key(name + ".weight")[: -len(".weight")]
-        if name and wan != name:
+        flat_to_ours[wan.replace(".", "_")] = name
+        if wan != name:
             wan_to_ours[wan] = name
     renamed, hits = {}, 0
     for key, value in state_dict.items():
         bare = key[len(LORA_PREFIX) :] if key.startswith(LORA_PREFIX) else key
         module, sep, rest = _split_lora_key(bare)
+        flat = _KOHYA.sub("", module) if _KOHYA.match(module) else None
         if module in wan_to_ours:
             bare, hits = wan_to_ours[module] + sep + rest, hits + 1
+        elif flat is not None and flat in flat_to_ours:
+            bare, hits = flat_to_ours[flat] + sep + rest, hits + 1
         renamed[bare] = value
     return renamed if hits else None
 

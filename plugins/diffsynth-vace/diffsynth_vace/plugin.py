@@ -123,10 +123,12 @@ def diffsynth_load_pipeline(
 def diffsynth_convert_state_dict(
     state_dict: dict[str, Any], format: str, family: ModelFamily | None, kind: str
 ) -> dict[str, Any] | None:
-    """``--lora-format wan``: the original Wan names (ComfyUI, the Wan code, DiffSynth-Studio)."""
-    if format != "wan" or family is None or family.name not in FAMILY_NAMES:
+    """``--lora-format wan`` and ``comfyui``: the original Wan names (ComfyUI's Wan models, the
+    Wan code, DiffSynth-Studio); diffusers' names under ``diffusion_model.`` load nowhere."""
+    from .formats import WAN_FORMATS, convert
+
+    if format not in WAN_FORMATS or family is None or family.name not in FAMILY_NAMES:
         return None
-    from .formats import convert
 
     return convert(state_dict, kind)
 
@@ -135,7 +137,8 @@ def diffsynth_convert_state_dict(
 def diffsynth_import_lora(
     state_dict: dict[str, Any], family: ModelFamily | None, model: Any
 ) -> dict[str, Any] | None:
-    """Read LoRA files in the original Wan names (``--lora-format wan``, ComfyUI, Wan code)."""
+    """Read LoRA files in the original Wan names (``--lora-format wan`` / ``comfyui``, ComfyUI,
+    the Wan code, kohya / musubi-tuner ``lora_unet_blocks_0_self_attn_q``)."""
     if family is None or family.name not in FAMILY_NAMES:
         return None
     from .formats import from_wan_lora

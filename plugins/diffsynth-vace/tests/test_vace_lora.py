@@ -60,7 +60,7 @@ def export(pipe: Any, folder: Path, fmt: str = "diffusers") -> Path:
     from diffsynth_core.training.module import PipelineTrainingModule
 
     module = PipelineTrainingModule(pipe, lambda *a, **k: None)
-    logger = ModelLogger(folder, "pipe.dit.", fmt, pipe.family)
+    logger = ModelLogger(folder, "pipe.dit.", export_format=fmt, family=pipe.family)
     return logger.write(module, module.state_dict(), "final", 1, 0)
 
 
