@@ -168,23 +168,8 @@ ROWS: dict[str, Row] = {
 }
 
 
-# Rows that other helpers' branches fix; the marks go when the branches are merged.
-_RANGE_CHECKS = "another helper's branch (issue 9 item 10: NaN/inf in train's range checks)"
-NOT_FIXED_HERE = {
-    "train-lora-alpha-nan": _RANGE_CHECKS,  # today: a NaN loss after loading the model
-    "train-weight-decay-nan": _RANGE_CHECKS,  # today: torch's ValueError from the optimizer
-}
-
-
 def _rows() -> list[object]:
-    return [
-        pytest.param(
-            row, id=name,
-            marks=[pytest.mark.xfail(strict=True, reason=f"fixed in {NOT_FIXED_HERE[name]}")]
-            if name in NOT_FIXED_HERE else [],
-        )
-        for name, row in ROWS.items()
-    ]  # fmt: skip
+    return [pytest.param(row, id=name) for name, row in ROWS.items()]
 
 
 @pytest.fixture(scope="module")
