@@ -9,6 +9,7 @@ asks for the same epoch from batch ``b`` on and sees exactly what the unbroken r
 
 from __future__ import annotations
 
+import os
 import signal
 from functools import partial
 from typing import Any
@@ -20,14 +21,18 @@ from ..errors import ConfigError
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT/SIGTERM: the main process handles the stop.
+    """DataLoader workers leave the stop to the main process.
 
     Ctrl-C and a scheduler's ``kill`` reach the whole process group. A worker that died of the
     signal made the main process raise "DataLoader worker ... is killed by signal" instead of
-    saving and stopping; the main process ends its workers itself when the loop stops.
+    saving and stopping. So a worker moves to a process group of its own (a signal to the run's
+    group no longer reaches it) and ignores SIGINT. SIGTERM keeps its default: the main process
+    (and multiprocessing's exit handler, after an error) ends its workers with it, and a worker
+    that ignored it would hang that exit forever. A worker whose parent died exits by itself
+    (torch's worker loop watches its parent).
     """
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EpochBatches:

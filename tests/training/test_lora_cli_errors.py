@@ -65,4 +65,8 @@ def test_rank_mismatch_in_generate_checkpoint_and_resume(
     _one_error(again, "final.safetensors", ".lora_A.weight", "(4, ", "(2, ")
     assert not (tmp_path / "r2").exists()  # refused before the run started
     resumed = _train(cli, image_folder, out, "--lora-rank", 2, "--resume", "latest", "--max-steps", 2)
+    _one_error(resumed, "--lora-rank was 4", "2 now")  # the run's settings refuse it first
+    # a state whose shapes do not fit the model (its training_args.json lost): the state check
+    (out / "training_args.json").unlink()
+    resumed = _train(cli, image_folder, out, "--lora-rank", 2, "--resume", "latest", "--max-steps", 2)
     _one_error(resumed, "trainable.safetensors", ".lora_A.default.weight", "(4, ", "(2, ")
