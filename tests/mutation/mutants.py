@@ -73,6 +73,30 @@ MUTANTS: tuple[Mutant, ...] = (
         (RUNNER_TESTS, "-k", "sigterm"),
     ),
     Mutant(
+        "resume-latest-picks-oldest",
+        CORE + "training/state.py",
+        "return states[-1] if states else None",
+        "return states[0] if states else None",
+        "--resume latest continues from the oldest kept state (redoes steps, loses the newest)",
+        (KILLS, "-k", "newest_complete_state"),
+    ),
+    Mutant(
+        "state-list-accepts-incomplete",
+        CORE + "training/state.py",
+        "if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).exists()",
+        "if (m := _STEP_DIR.match(p.name))",
+        "a state folder without trainer_state.json counts as the latest (resume then crashes)",
+        (KILLS, "-k", "newest_complete_state"),
+    ),
+    Mutant(
+        "epoch-keeps-partial-accumulation",
+        CORE + "training/batches.py",
+        "return per_process - per_process % self.accumulation",
+        "return per_process",
+        "an epoch's leftover micro-batches are not cut: they accumulate into the next epoch's step",
+        (KILLS, "-k", "whole_optimizer_step"),
+    ),
+    Mutant(
         "state-prune-deletes-newest",
         CORE + "training/state.py",
         "for old in self.all()[: -self.keep]:",
@@ -171,6 +195,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "the runner never hands --on-bad-sample to the dataset (error silently means skip)",
         (RUNNER_TESTS, "-k", "error_policy"),
     ),
+    Mutant(
+        "bad-sample-log-truncated-on-resume",
+        CORE + "data/bad_samples.py",
+        'with self.path.open("a", encoding="utf-8") as handle:',
+        'with self.path.open("w", encoding="utf-8") as handle:',
+        "bad_samples.jsonl rewritten on every add: a resumed run (or the next skip) erases the log",
+        ("tests/data/test_dataset.py", RUNNER_TESTS, "-k", "bad"),
+    ),
     # -- data pairing and buckets ----------------------------------------------------------------
     Mutant(
         "folder-captions-by-sorted-position",
@@ -184,6 +216,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "folder captions paired by sorted position, not by stem (an extra .txt shifts them all)",
         ("tests/data/test_metadata.py",),
         expected_survivor="the test that kills it is being written by the data helper",
+    ),
+    Mutant(
+        "repeat-maps-index-to-other-row",
+        CORE + "data/dataset.py",
+        "return index % len(self.rows)",
+        "return index // self.repeat",
+        "with --repeat, index i loads row i // repeat but buckets assume i % rows (sizes mix up)",
+        ("tests/data/test_buckets.py", "tests/data/test_dataset.py", "-k", "repeat"),
     ),
     Mutant(
         "bucket-by-pixel-count",
@@ -390,5 +430,13 @@ MUTANTS: tuple[Mutant, ...] = (
         'h.update(f"img{value.mode}".encode() + value.tobytes())',
         "the cache key hashes an image's pixels but not its size (64x32 == 32x64)",
         (KILLS, "-k", "cache_key"),
+    ),
+    Mutant(
+        "cache-ignores-trainable-encoder",
+        CORE + "training/cache.py",
+        "models = [getattr(pipe, n, None) for n in unit.onload_model_names]",
+        "models = [getattr(pipe, n, None) for n in unit.output_params]",
+        "a unit whose model is being trained is cached anyway (its features go stale)",
+        (KILLS, "-k", "never_cached"),
     ),
 )

@@ -186,3 +186,64 @@ def test_a_plugin_that_fails_after_registering_a_loss_leaves_no_loss_behind() ->
     with pytest.raises(UnknownLossError, match="no loss named 'half'"):
         manager.get_loss("half")
     assert manager.get_loss("sft") is not None
+
+
+# -- resume (mutants resume-latest-picks-oldest, state-list-accepts-incomplete) ---------------
+
+
+def test_resume_latest_is_the_newest_complete_state(tmp_path: Path) -> None:
+    from diffsynth_core.training.state import STATE_FILE, TrainingStates
+
+    root = tmp_path / "state"
+    for step in (2, 10, 9):  # made out of order; 10 sorts before 9 as text
+        (root / f"step-{step:06d}").mkdir(parents=True)
+        (root / f"step-{step:06d}" / STATE_FILE).write_text("{}")
+    (root / "step-000011").mkdir()  # no trainer_state.json: not a complete state
+    (root / f"{TMP_PREFIX}step-000012").mkdir()  # a save in progress
+    states = TrainingStates(root, {})
+    assert [p.name for p in states.all()] == ["step-000002", "step-000009", "step-000010"]
+    assert states.find("latest") == root / "step-000010"
+
+
+# -- the batch plan (mutant epoch-keeps-partial-accumulation) ---------------------------------
+
+
+@pytest.mark.usefixtures("toy_manager")
+def test_an_epoch_ends_on_a_whole_optimizer_step(tiny_toy: Path, tmp_path: Path) -> None:
+    import json
+
+    # 3 samples, 2 micro-batches per step: each epoch is 1 step, its odd sample left out, so
+    # no gradient of one epoch is carried into the next one's first step
+    dataset = toy_dataset(tmp_path / "data", n=3)
+    result = train(
+        toy_module(tiny_toy), dataset, tmp_path / "out", num_epochs=2, gradient_accumulation_steps=2
+    )
+    assert (result.steps, result.epoch) == (2, 2)
+    position = json.loads((result.state / "trainer_state.json").read_text())["position"]
+    assert position == {"epoch": 2, "batch": 0, "step": 2}
+
+
+# -- the feature cache (mutant cache-ignores-trainable-encoder) --------------------------------
+
+
+class PromptUnit(PipelineUnit):
+    def __init__(self) -> None:
+        super().__init__(
+            input_params=("prompt",),
+            output_params=("prompt_emb",),
+            onload_model_names=("text_encoder",),
+            cacheable=True,
+        )
+
+
+def test_a_unit_whose_model_is_being_trained_is_never_cached() -> None:
+    from types import SimpleNamespace
+
+    from diffsynth_core.training.cache import FeatureCache
+
+    encoder = torch.nn.Linear(4, 4)
+    pipe = SimpleNamespace(text_encoder=encoder)
+    encoder.requires_grad_(False)
+    assert FeatureCache().key(PromptUnit(), pipe, {"prompt": "a cat"}, {}, {}) is not None
+    encoder.requires_grad_(True)  # e.g. --trainable-models text_encoder
+    assert FeatureCache().key(PromptUnit(), pipe, {"prompt": "a cat"}, {}, {}) is None
