@@ -161,6 +161,8 @@ class Run:
     def __init__(self, copy: Path, env: dict[str, str], args: tuple[str, ...], log: Path, fork: bool):
         self.log, self.start = log, time.monotonic()
         argv = ["-x", "-q", "-p", "no:cacheprovider", *args]
+        if fork:  # plugins such as anyio's were imported by warm_up: too late to rewrite asserts
+            argv[:0] = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
         if not fork:
             with log.open("wb") as out:
                 self.popen: subprocess.Popen[bytes] | None = subprocess.Popen(
