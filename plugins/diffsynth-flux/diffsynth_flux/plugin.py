@@ -17,6 +17,11 @@ def _is_flux(family: Any) -> bool:
     return family is not None and getattr(family, "name", None) in VARIANTS
 
 
+def _is_flux_transformer(model: Any) -> bool:
+    # by class name: this module must not import diffusers
+    return any(c.__name__ == "FluxTransformer2DModel" for c in type(model).__mro__)
+
+
 @hookimpl
 def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
     for family in families():
@@ -50,8 +55,12 @@ def diffsynth_convert_state_dict(
 def diffsynth_import_lora(
     state_dict: dict[str, Any], family: Any, model: Any
 ) -> dict[str, Any] | None:
-    """Read LoRA files in ComfyUI's Flux names back onto diffusers' modules."""
-    if not _is_flux(family):
+    """Read LoRA files in ComfyUI's Flux names back onto diffusers' modules.
+
+    Some callers pass no family (the core's conformance check), so a Flux transformer as
+    ``model`` is enough: these names mean the same for every model of that class.
+    """
+    if not (_is_flux(family) or _is_flux_transformer(model)):
         return None
     from .comfyui import from_comfyui_lora
 

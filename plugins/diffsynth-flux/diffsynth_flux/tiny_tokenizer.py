@@ -1,9 +1,9 @@
 """Offline CLIP and T5 tokenizers for the tiny preset.
 
 The real ones (``tokenizer/`` and ``tokenizer_2/`` of FLUX.1) cannot be downloaded in tests.
-CLIP's is a byte-level BPE with ``</w>`` word ends: a small one is trained here with CLIP's own
-normalizer and pre-tokenizer (what ``transformers.CLIPTokenizer`` builds around any
-vocabulary), and every byte is added alone and as a word end, so no text maps to ``<unk>``.
+CLIP's is a byte-level BPE with ``</w>`` word ends: a small vocabulary and merges are built
+here for the caption words, and ``transformers.CLIPTokenizer`` wraps them in CLIP's own
+normalizer and pre-tokenizer; every byte is in the vocabulary, so no text maps to ``<unk>``.
 T5's is a SentencePiece unigram model: a small vocabulary of whole words (``▁red``), their
 pieces and single characters is written by hand with scores that prefer whole words, and
 wrapped as ``transformers.T5TokenizerFast`` (T5's Metaspace pre-tokenizer). Both are saved with
@@ -13,6 +13,7 @@ wrapped as ``transformers.T5TokenizerFast`` (T5's Metaspace pre-tokenizer). Both
 from __future__ import annotations
 
 import itertools
+import re
 import string
 from typing import Any
 
@@ -39,38 +40,36 @@ def caption_corpus() -> list[str]:
     ] + list(EXTRA)
 
 
-def train_clip_bpe(vocab_size: int = 700) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-style BPE (``</w>`` word ends) trained on the captions; (vocab, merges)."""
-    import json
+def clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style BPE (``</w>`` word ends) for the caption words; (vocab, merges).
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
+    Built, not trained: the tokenizers library's BPE trainer breaks ties in a hash order, so
+    two trainings differ. Each word gets the chain of merges that spells it from the left
+    (``r e -> re``, ``re d</w> -> red</w>``); every byte is in the vocabulary alone and as a
+    word end, so any text tokenizes (into bytes where no word matches).
+    """
+    from tokenizers import pre_tokenizers
 
-    template = CLIPTokenizer()._tokenizer  # CLIP's normalizer and pre-tokenizer
-    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    tokenizer.normalizer = template.normalizer
-    tokenizer.pre_tokenizer = template.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[CLIP_BOS, CLIP_EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(caption_corpus() * 3, trainer=trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    vocab = dict(model["vocab"])
-    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):  # every byte, alone or word-final
+    vocab = {CLIP_BOS: 0, CLIP_EOS: 1}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
         for token in (char, char + "</w>"):
             vocab.setdefault(token, len(vocab))
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return vocab, merges  # type: ignore[return-value]
+    words = sorted({w for text in caption_corpus() for w in re.findall(r"[a-z]+", text.lower())})
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        for k in range(1, len(word)):
+            last = word[k] + ("</w>" if k == len(word) - 1 else "")
+            merge = (word[:k], last)
+            if merge not in merges:
+                merges.append(merge)
+                vocab.setdefault(word[:k] + last, len(vocab))
+    return vocab, merges
 
 
 def build_clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
-    vocab, merges = train_clip_bpe()
+    vocab, merges = clip_bpe()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)
 
 

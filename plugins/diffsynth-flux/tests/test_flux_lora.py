@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import torch
+from comfyui_reference import apply_lora, flux_key_map, from_native, to_native
 from safetensors.torch import save_file
 
-from comfyui_reference import apply_lora, flux_key_map, from_native, to_native
 from diffsynth_core.plugins import get_plugin_manager
 from diffsynth_core.training.lora import lora_state_dict, merge_lora, read_lora_file
 from diffsynth_core.training.module import switch_pipe_to_training_mode
