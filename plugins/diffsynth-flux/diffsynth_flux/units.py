@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ._core import PipelineUnit
+from ._core import ConfigError, PipelineUnit
 from .latents import CHANNELS, as_latent_grid, latent_size
 
 CLIP_MAX_LENGTH = 77
@@ -131,9 +131,9 @@ class FluxUnit_PromptEmbedder(PipelineUnit):  # noqa: N801
             prompts = prompts * batch_size  # type: ignore[operator]
         length = max_sequence_length or pipe.variant.max_sequence_length
         if length > pipe.variant.max_sequence_length:
-            raise ValueError(
-                f"max_sequence_length {length} is over {pipe.variant.family}'s "
-                f"{pipe.variant.max_sequence_length}"
+            raise ConfigError(
+                f"--max-sequence-length {length} is over {pipe.variant.family}'s "
+                f"{pipe.variant.max_sequence_length} (the T5 tokens it was trained with); use at most that"
             )
         return {
             "pooled_prompt_emb": self.clip(pipe, prompts),

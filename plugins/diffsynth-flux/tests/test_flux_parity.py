@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffsynth_core.errors import ConfigError
 from diffsynth_flux.latents import pack_latents, unpack_latents
 
 PROMPT = "a red circle on a plain background"
@@ -80,7 +81,7 @@ def test_prompt_embeddings_match_diffusers(
     length = pipe.variant.max_sequence_length
     assert ours["prompt_emb"].shape == emb.shape == (2, length, 32) and ids.shape == (length, 3)
     assert torch.equal(ours["prompt_emb"], emb) and torch.equal(ours["pooled_prompt_emb"], pooled)
-    with pytest.raises(ValueError, match="max_sequence_length"):
+    with pytest.raises(ConfigError, match="max-sequence-length"):
         pipe.units[-1].process(pipe, "a cat", max_sequence_length=length + 1)
 
 
