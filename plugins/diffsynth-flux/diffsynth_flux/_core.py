@@ -12,18 +12,15 @@ import importlib
 from typing import Any
 
 from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
-from diffsynth_core.errors import ConfigError, ModelFileError, UnknownModelError
+from diffsynth_core.errors import ConfigError, ModelFileError
 
 # name -> the core module that defines it (imported when first asked for)
 _LAZY = {
     "ModelConfig": "diffsynth_core.loading",
     "BasePipeline": "diffsynth_core.pipeline",
     "PipelineUnit": "diffsynth_core.pipeline",
-    "load_pipeline": "diffsynth_core.pipeline",
-    "resolve_model_configs": "diffsynth_core.pipeline",
     "FlowMatchConfig": "diffsynth_core.scheduler",
     "FlowMatchScheduler": "diffsynth_core.scheduler",
-    "calculate_shift": "diffsynth_core.scheduler",
     "set_gradient_checkpointing": "diffsynth_core.training.module",
     "merge_lora": "diffsynth_core.training.lora",
     "read_lora_file": "diffsynth_core.training.lora",
@@ -36,7 +33,6 @@ __all__ = [
     "ModelFamily",
     "ModelFileError",
     "TrainingDefaults",
-    "UnknownModelError",
     "hookimpl",
     *_LAZY,
 ]

@@ -136,3 +136,20 @@ def test_family_conformance(family: str, tmp_path: Path) -> None:
 
     report = check_family_conformance(family, workdir=tmp_path, height=32, width=32)
     assert "LoRA merge (comfyui)" in report.passed and "LoRA export (comfyui)" in report.passed
+
+
+def test_only_core_module_imports_the_core() -> None:
+    """Every diffsynth-core name goes through ``diffsynth_flux._core`` (so moving to the
+    public face is one file)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "diffsynth_flux"
+    offenders = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            if any(n.split(".")[0] == "diffsynth_core" for n in names) and path.name != "_core.py":
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
