@@ -113,3 +113,27 @@ def apply_lora(native: dict[str, torch.Tensor], lora: dict[str, torch.Tensor]) -
         native[target] = native[target] + scale * (up.float() @ down.float())
         used |= {key, f"{x}.lora_down.weight", f"{x}.alpha"}
     return sorted(set(lora) - used)
+
+
+def apply_diffusers_lora(
+    native: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], key_map: dict[str, Target]
+) -> list[str]:
+    """Patch ``native`` as ComfyUI does with a diffusers-named Flux LoRA
+    (``transformer.<name>.lora_A/B.weight``, no alpha: scale 1): each update lands on its
+    rows of the fused layer, swapped for ``norm_out``. Returns LoRA keys it did not use."""
+    used = set()
+    for key in lora:
+        if not (key.startswith("transformer.") and key.endswith(".lora_B.weight")):
+            continue
+        x = key[len("transformer.") : -len(".lora_B.weight")]
+        if f"{x}.weight" not in key_map:
+            continue
+        dst, offset, rows = key_map[f"{x}.weight"]
+        diff = lora[key].float() @ lora[f"transformer.{x}.lora_A.weight"].float()
+        if isinstance(offset, int):
+            native[dst] = native[dst].clone()
+            native[dst][offset : offset + rows] += diff
+        else:
+            native[dst] = native[dst] + (_swap(diff) if offset == "swap" else diff)
+        used |= {key, f"transformer.{x}.lora_A.weight"}
+    return sorted(set(lora) - used)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from comfyui_reference import apply_lora, flux_key_map, from_native, to_native
+from comfyui_reference import apply_diffusers_lora, apply_lora, flux_key_map, from_native, to_native
 from safetensors.torch import save_file
 
 from diffsynth_core.plugins import get_plugin_manager
@@ -78,11 +78,22 @@ def test_comfyui_file_patches_as_a_hand_merge(fresh_pipe: Callable[..., Any], ta
         assert "diffusion_model.double_blocks.0.img_attn.qkv.lora_up.weight" in comfy
         assert "diffusion_model.single_blocks.0.linear1.lora_down.weight" in comfy
         assert len(modules) == 2 + 1  # two double blocks, one single block
-    # what ComfyUI does with the file ...
+    merged = _hand_merge(base, bare)
+    changed = [k for k in merged if not torch.equal(merged[k], base[k])]
+    # what ComfyUI does with the file, against merging the bare LoRA into diffusers' weights
     native = to_native(base, key_map)
     assert apply_lora(native, comfy) == []
-    comfy_result = from_native(native, key_map)
-    # ... against merging the bare LoRA into diffusers' weights by hand
+    assert _gap(from_native(native, key_map), merged, changed) < 1e-6
+    # ComfyUI maps diffusers' names for Flux too: the default format lands the same way
+    diffusers_file = get_plugin_manager().convert_state_dict(bare, "diffusers", family, "lora")
+    native = to_native(base, key_map)
+    assert apply_diffusers_lora(native, diffusers_file, key_map) == []
+    assert _gap(from_native(native, key_map), merged, changed) < 1e-6
+
+
+def _hand_merge(
+    base: dict[str, torch.Tensor], bare: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     merged = copy.deepcopy(base)
     for key, a in bare.items():
         if ".lora_A." in key:
@@ -90,10 +101,14 @@ def test_comfyui_file_patches_as_a_hand_merge(fresh_pipe: Callable[..., Any], ta
             merged[f"{module}.weight"] = (
                 merged[f"{module}.weight"] + bare[f"{module}.lora_B.weight"] @ a
             )
-    changed = [k for k in merged if not torch.equal(merged[k], base[k])]
-    assert changed and all(k in comfy_result for k in changed)
-    diff = max((comfy_result[k] - merged[k]).abs().max().item() for k in changed)
-    assert diff < 1e-6
+    return merged
+
+
+def _gap(
+    result: dict[str, torch.Tensor], merged: dict[str, torch.Tensor], changed: list[str]
+) -> float:
+    assert changed and all(k in result for k in changed)
+    return max((result[k] - merged[k]).abs().max().item() for k in changed)
 
 
 def test_comfyui_file_reads_back_exactly(fresh_pipe: Callable[..., Any]) -> None:
