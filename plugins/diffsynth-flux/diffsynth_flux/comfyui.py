@@ -165,7 +165,10 @@ def _fuse(native: str, parts: dict[int, tuple[Any, Any]]) -> tuple[Any, Any]:
 
 def from_comfyui_lora(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     """A LoRA in ComfyUI's Flux names -> bare diffusers keys (alpha folded), or ``None`` when
-    no key is in that form (the core's normaliser then reads the file)."""
+    no key is in that form (the core's normaliser then reads the file). kohya's form of the
+    same names (``lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight``, what sd-scripts
+    writes for Flux) is read too."""
+    state_dict = {_from_kohya(k): v for k, v in state_dict.items()}
     native_keys = {k: v for k, v in state_dict.items() if _native_module(k) is not None}
     if not native_keys:
         return None
@@ -183,6 +186,32 @@ def from_comfyui_lora(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
             name = diffusers_name(native, i)
             out[f"{name}.lora_A.weight"], out[f"{name}.lora_B.weight"] = a, b
     return out
+
+
+def _kohya_suffixes() -> dict[str, str]:
+    suffixes = [s for s, _ in DOUBLE.values()] + [s for s, _ in SINGLE.values()]
+    return {s.replace(".", "_"): s for s in suffixes}
+
+
+_KOHYA = re.compile(
+    r"^lora_unet_(double_blocks|single_blocks)_(\d+)_([A-Za-z0-9_]+?)(\.(?:lora_|alpha).*)$"
+)
+_KOHYA_SUFFIXES = _kohya_suffixes()
+_KOHYA_TOP = {v.replace(".", "_"): v for v in TOP.values()}
+_KOHYA_TOP_KEY = re.compile(r"^lora_unet_([A-Za-z0-9_]+?)(\.(?:lora_|alpha).*)$")
+
+
+def _from_kohya(key: str) -> str:
+    """``lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight`` -> the ComfyUI key; other
+    keys unchanged."""
+    match = _KOHYA.match(key)
+    if match and match.group(3) in _KOHYA_SUFFIXES:
+        kind, index, suffix, tail = match.groups()
+        return f"{PREFIX}{kind}.{index}.{_KOHYA_SUFFIXES[suffix]}{tail}"
+    match = _KOHYA_TOP_KEY.match(key)
+    if match and match.group(1) in _KOHYA_TOP:
+        return f"{PREFIX}{_KOHYA_TOP[match.group(1)]}{match.group(2)}"
+    return key
 
 
 def _native_module(key: str) -> str | None:

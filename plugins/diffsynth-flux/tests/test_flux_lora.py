@@ -151,10 +151,10 @@ def test_a_foreign_fused_lora_merges_the_same(
 
 @pytest.fixture(scope="module")
 def trained_lora(fresh_pipe: Callable[..., Any]) -> dict[str, torch.Tensor]:
-    return _lora(fresh_pipe(), "to_q,to_k,to_v,add_q_proj,proj_mlp,proj_out")
+    return _lora(fresh_pipe(), "to_q,to_k,to_v,add_q_proj,proj_mlp,proj_out,norm_out.linear")
 
 
-@pytest.mark.parametrize("form", ["comfyui", "diffusers", "kohya"])
+@pytest.mark.parametrize("form", ["comfyui", "diffusers", "kohya", "kohya-native"])
 def test_pipeline_reads_each_form(
     fresh_pipe: Callable[..., Any], trained_lora: dict[str, torch.Tensor], tmp_path: Any, form: str
 ) -> None:
@@ -166,6 +166,14 @@ def test_pipeline_reads_each_form(
             module, _, kind = k.rpartition(".lora_")
             up_down = "lora_down" if kind.startswith("A") else "lora_up"
             file[f"lora_unet_{module.replace('.', '_')}.{up_down}.weight"] = v
+    elif form == "kohya-native":  # sd-scripts' Flux files: ComfyUI's names, kohya's spelling
+        comfy = get_plugin_manager().convert_state_dict(bare, "comfyui", family, "lora")
+        file = {}
+        for k, v in comfy.items():
+            body = k[len("diffusion_model.") :]
+            split = body.rindex(".alpha") if body.endswith(".alpha") else body.index(".lora_")
+            file[f"lora_unet_{body[:split].replace('.', '_')}{body[split:]}"] = v
+        assert "lora_unet_final_layer_adaLN_modulation_1.lora_up.weight" in file
     else:
         file = get_plugin_manager().convert_state_dict(bare, form, family, "lora")
     path = tmp_path / f"{form}.safetensors"
