@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._core import ModelFileError
+
 PREFIX = "diffusion_model."
 
 # diffusers suffix inside a double block -> (ComfyUI suffix, slice index or None)
@@ -174,6 +176,8 @@ def from_comfyui_lora(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     out = {k: v for k, v in state_dict.items() if k not in native_keys}
     for native, parts in _native_pairs(native_keys).items():
+        if "down" not in parts or "up" not in parts:
+            raise ModelFileError(f"LoRA for {native} lacks its down or up matrix")
         down, up = parts["down"], parts["up"]
         if "alpha" in parts:
             up = up * (float(parts["alpha"]) / down.shape[0])
@@ -235,6 +239,8 @@ def _native_pairs(state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             pairs.setdefault(module, {})["alpha"] = value
             continue
         kind = key.rpartition(".lora_")[2].split(".")[0]
+        if kind not in names:  # LoCon's lora_mid ...: not a plain LoRA
+            raise ModelFileError(f"{key}: only plain LoRA files (down/up or A/B) are supported")
         pairs.setdefault(module, {})[names[kind]] = value
     return pairs
 

@@ -189,3 +189,13 @@ def test_pipeline_reads_each_form(
     for key, value in target.dit.state_dict().items():
         assert torch.allclose(value, reference.state_dict()[key], atol=1e-6), key
     assert any(not torch.equal(v, before[k]) for k, v in target.dit.state_dict().items())
+
+
+def test_incomplete_comfyui_file_is_a_clear_error() -> None:
+    from diffsynth_core.errors import ModelFileError
+
+    name = "diffusion_model.double_blocks.0.img_attn.qkv"
+    with pytest.raises(ModelFileError, match="lacks its down or up"):
+        from_comfyui_lora({f"{name}.lora_up.weight": torch.zeros(96, 4)})
+    with pytest.raises(ModelFileError, match="only plain LoRA"):
+        from_comfyui_lora({f"{name}.lora_mid.weight": torch.zeros(4, 4)})
