@@ -96,6 +96,12 @@ def diffusers_flux(folder: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def load_diffusers() -> Callable[[Path], Any]:
+    """Loads diffusers' FluxPipeline from a folder (fp32, no progress bars)."""
+    return diffusers_flux
+
+
+@pytest.fixture(scope="session")
 def diffusers_pipes(tiny_dirs: dict[str, Path]) -> dict[str, Any]:
     """diffusers' own FluxPipeline on the same folders: the reference."""
     return {v: diffusers_flux(folder) for v, folder in tiny_dirs.items()}

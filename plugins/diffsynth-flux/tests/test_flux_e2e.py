@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import diffusers_flux
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -50,7 +50,7 @@ def _latents(pipe: Any) -> torch.Tensor:
 
 
 def test_train_cli_lora_loads_in_diffusers_as_a_hand_merge(
-    tiny_dirs: dict[str, Path], tmp_path: Path
+    tiny_dirs: dict[str, Path], load_diffusers: Callable[[Path], Any], tmp_path: Path
 ) -> None:
     from diffsynth_core.training.lora import merge_lora, normalize_lora_state_dict
 
@@ -67,11 +67,11 @@ def test_train_cli_lora_loads_in_diffusers_as_a_hand_merge(
     assert len(lora) == (2 * 12 + 5 + 1) * 2 and all(k.startswith("transformer.") for k in lora)
     assert all(v.abs().max() > 0 for k, v in lora.items() if ".lora_B." in k)  # it trained
 
-    dpipe = diffusers_flux(tiny_dirs["flux-dev"])
+    dpipe = load_diffusers(tiny_dirs["flux-dev"])
     base = _latents(dpipe)
     dpipe.load_lora_weights(str(out / "final.safetensors"))
     loaded = _latents(dpipe)
-    by_hand = diffusers_flux(tiny_dirs["flux-dev"])
+    by_hand = load_diffusers(tiny_dirs["flux-dev"])
     merge_lora(by_hand.transformer, normalize_lora_state_dict(lora))
     merged = _latents(by_hand)
     effect, gap = (loaded - base).abs().max().item(), (loaded - merged).abs().max().item()
