@@ -26,6 +26,8 @@ FIRST_PARTY_FAMILIES = {
     "qwen-image-controlnet": "diffsynth-controlnet",
     "wan-vace": "diffsynth-vace",
     "wan-vace-14b": "diffsynth-vace",
+    "flux-dev": "diffsynth-flux",
+    "flux-schnell": "diffsynth-flux",
 }
 OPTION_COMMANDS = ("train", "generate", "both")
 

@@ -1,52 +1,14 @@
-"""Fixtures: the plugin made discoverable, the tiny FLUX.1 models (built once per session),
+"""Fixtures: the tiny FLUX.1 models (built once per session),
 pipelines loaded from them, and diffusers' own pipelines on the same folders."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-
-PLUGIN_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _entry_point_installed() -> bool:
-    return any(e.name == "flux" for e in metadata.entry_points(group="diffsynth"))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def flux_entry_point(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """When the distribution is not installed (a checkout on PYTHONPATH), write the metadata
-    ``pip install -e`` would write into a folder on the path, so the entry point is found in
-    this process and in the ``diffsynth`` commands the tests start."""
-    if _entry_point_installed():
-        yield
-        return
-    site = tmp_path_factory.mktemp("flux-site")
-    info = site / "diffsynth_flux-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: diffsynth-flux\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[diffsynth]\nflux = diffsynth_flux.plugin\n")
-    old = os.environ.get("PYTHONPATH")
-    paths = [str(site), str(PLUGIN_ROOT), *([old] if old else [])]
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
-    sys.path[:0] = [str(site), str(PLUGIN_ROOT)]
-    from diffsynth_core.plugins import reset_plugin_manager
-
-    reset_plugin_manager()
-    yield
-    sys.path.remove(str(site))
-    if old is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = old
-    reset_plugin_manager()
 
 
 @pytest.fixture(scope="module", autouse=True)
