@@ -32,6 +32,7 @@ from .folder import DEFAULT_CAPTION_EXTENSION, check_caption_extension, scan_fol
 from .images import DEFAULT_PIXEL_LIMIT
 from .metadata import Row, check_columns, read_metadata
 from .operators import Chain, ImageCropAndResize, LoadImage, LoadVideo, ToAbsolutePath
+from .probe import ColumnProbe, row_target_sizes
 
 __all__ = ["BadSampleLog", "SampleBatch", "UnifiedDataset", "collate_samples", "split_bad"]
 
@@ -255,12 +256,11 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
 
         ``column`` defaults to the first data file key; None where the header can't be read.
         """
-        from .validation import row_target_sizes
-
         column = column or next(iter(self.data_file_keys), None)
         if column is None:
             raise ConfigError("target_sizes() needs a column: this dataset has no data_file_keys")
-        sizes = row_target_sizes(self, column)
+        probe = ColumnProbe.of(self.operator_for(column), self.base_path)
+        sizes = row_target_sizes(self.rows, column, probe)
         return [sizes[i % len(sizes)] for i in range(len(self))]
 
 

@@ -98,11 +98,11 @@ def test_a_corrupt_video_reason_keeps_ffmpeg_diagnostics_not_its_banner(
 def test_any_decoding_failure_is_refused_as_training_counts_it(
     images: UnifiedDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from diffsynth_core.data import validation
+    from diffsynth_core.data import probe
 
     def broken_decoder(path: Path, pixel_limit: int) -> None:
         raise RuntimeError("decoder crashed")
 
-    monkeypatch.setattr(validation, "read_image", broken_decoder)
+    monkeypatch.setattr(probe, "read_image", broken_decoder)
     report = validate(images)
     assert report.ok_rows == [] and {r["kind"] for r in report.refused} == {"RuntimeError"}
