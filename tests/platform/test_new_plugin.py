@@ -1,0 +1,136 @@
+"""``diffsynth new-plugin``: the names it takes and refuses, the files it writes, the wheel
+that carries its templates, and (slow) a scaffolded plugin installed and tested as an author
+would: its own tests pass at once."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kit_helpers import ROOT, run_pytest
+
+from diffsynth_core import __version__
+from diffsynth_core.cli.main import build_cli
+from diffsynth_core.scaffold import PluginNames, core_requirement, render
+
+LAYOUT = {
+    "pyproject.toml", "README.md", "tests/test_my_model_plugin.py", "tests/test_my_model_train.py",
+    *(f"diffsynth_my_model/{m}.py" for m in (
+        "__init__", "_core", "family", "plugin", "loading", "pipeline", "units", "tiny",
+    )),
+}  # fmt: skip
+
+
+def new_plugin(*args: object) -> object:
+    return CliRunner().invoke(build_cli(), ["new-plugin", *map(str, args)])
+
+
+def test_names_derived_from_the_name() -> None:
+    names = PluginNames.from_name("my-model")
+    assert (names.family, names.entry_point, names.distribution, names.package) == (
+        "my-model", "my_model", "diffsynth-my-model", "diffsynth_my_model",
+    )  # fmt: skip
+    assert PluginNames.from_name("diffsynth-my_model").distribution == "diffsynth-my-model"
+    assert core_requirement("0.1.0") == "diffsynth-core>=0.1,<0.2"
+    assert core_requirement("1.4.2") == "diffsynth-core>=1.4,<2"
+
+
+@pytest.mark.parametrize("name", ["My-Model", "2fast", "a--b", "my model", "core", "x-", "é"])
+def test_invalid_name_is_one_error_line(name: str, tmp_path: Path) -> None:
+    result = new_plugin(name, "--output", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "is not a valid plugin name" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_non_empty_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    result = new_plugin("my-model", "--output", tmp_path)
+    assert result.exit_code == 1 and "already exists and is not empty" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_writes_the_layout_into_an_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()  # empty is fine
+    result = new_plugin("my-model", "--output", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    written = {str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")}
+    assert {p for p in written if "." in Path(p).name} == LAYOUT
+    pyproject = (tmp_path / "out" / "pyproject.toml").read_text()
+    assert 'my_model = "diffsynth_my_model.plugin"' in pyproject
+    assert f'"{core_requirement(__version__)}"' in pyproject
+
+
+def test_rendered_python_parses_and_only_core_module_imports_the_core() -> None:
+    """No placeholder left, valid Python, and every diffsynth_core import in ``_core.py``
+    (what the lead adapts when the core's API moves)."""
+    files = render(PluginNames.from_name("my-model"), __version__)
+    for path, text in files.items():
+        assert "$" not in text, f"{path}: a placeholder was not substituted"
+        if not path.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse(text, path)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "diffsynth_core"
+            ):
+                assert path == "diffsynth_my_model/_core.py", f"{path} imports {node.module}"
+
+
+def _copy_core_source(folder: Path) -> Path:
+    """The core's distribution files, so building a wheel leaves no build/ in the checkout."""
+    folder.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "diffsynth_core", folder / "diffsynth_core",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    return folder
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_templates_and_the_kit_entry_point(tmp_path: Path) -> None:
+    source = _copy_core_source(tmp_path / "src")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("diffsynth_core-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = {n for n in names if "/scaffold/template/" in n}
+    expected = {
+        f"diffsynth_core/scaffold/template/{p.relative_to(ROOT / 'diffsynth_core/scaffold/template')}"
+        for p in (ROOT / "diffsynth_core/scaffold/template").rglob("*.tmpl")
+    }
+    assert templates == expected and len(expected) == len(LAYOUT)
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\ndiffsynth = diffsynth_core.testing.pytest_plugin" in text
+
+
+@pytest.mark.slow
+def test_scaffolded_plugin_installs_and_its_tests_pass(tmp_path: Path) -> None:
+    """new-plugin, pip install (into a folder of its own: the venv stays as it was), then its
+    own test suite in a fresh pytest process: every test passes, none is skipped."""
+    start = time.monotonic()
+    result = new_plugin("kit-demo", "--output", tmp_path / "kit-demo")
+    assert result.exit_code == 0, result.output
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(tmp_path / "kit-demo")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert (site / "diffsynth_kit_demo" / "plugin.py").is_file()
+    done = run_pytest(tmp_path / "kit-demo", "-rA", pythonpath=site)
+    took = time.monotonic() - start
+    print(f"scaffold + install + its tests: {took:.1f} s")
+    report = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    assert "5 passed" in done.stdout and "skipped" not in done.stdout, report
