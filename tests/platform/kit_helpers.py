@@ -20,14 +20,20 @@ def kit_flags() -> list[str]:
 
 
 def run_pytest(
-    folder: Path, *args: str, pythonpath: Path | None = None, timeout: float = 300
+    folder: Path,
+    *args: str,
+    pythonpath: Path | None = None,
+    kit: bool = True,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """``python -m pytest FOLDER`` in a fresh process (cwd: FOLDER's parent, so the source
-    folder is not what gets imported), with the kit and this checkout importable."""
+    folder is not what gets imported), ``pythonpath`` then this checkout importable, and the kit
+    loaded (``kit=False``: only if an installed pytest11 entry point loads it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     paths = [str(p) for p in (pythonpath, ROOT) if p] + [env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *kit_flags()]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += kit_flags() if kit else []
     return subprocess.run(
         [*command, *args, str(folder)], capture_output=True, text=True, env=env, cwd=folder.parent,
         timeout=timeout,

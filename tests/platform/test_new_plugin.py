@@ -88,13 +88,15 @@ def _copy_core_source(folder: Path) -> Path:
     folder.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, folder / name)
-    shutil.copytree(ROOT / "diffsynth_core", folder / "diffsynth_core",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        ROOT / "diffsynth_core", folder / "diffsynth_core",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
     return folder
 
 
-@pytest.mark.slow
-def test_wheel_carries_the_templates_and_the_kit_entry_point(tmp_path: Path) -> None:
+def _core_wheel(tmp_path: Path) -> Path:
+    """A wheel of this checkout's diffsynth-core, built offline from a copy of its files."""
     source = _copy_core_source(tmp_path / "src")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -102,6 +104,12 @@ def test_wheel_carries_the_templates_and_the_kit_entry_point(tmp_path: Path) -> 
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("diffsynth_core-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_templates_and_the_kit_entry_point(tmp_path: Path) -> None:
+    wheel = _core_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {n for n in names if "/scaffold/template/" in n}
     expected = {
@@ -116,21 +124,34 @@ def test_wheel_carries_the_templates_and_the_kit_entry_point(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_scaffolded_plugin_installs_and_its_tests_pass(tmp_path: Path) -> None:
-    """new-plugin, pip install (into a folder of its own: the venv stays as it was), then its
-    own test suite in a fresh pytest process: every test passes, none is skipped."""
+    """As on a fresh machine: this core's wheel and the scaffolded plugin pip-installed (into a
+    folder of their own, first on the path: the shared venv stays as it was), then the
+    plugin's test suite in a fresh pytest process, which finds the author kit through the
+    wheel's pytest11 entry point alone (no -p). Every test passes, none is skipped."""
     start = time.monotonic()
     result = new_plugin("kit-demo", "--output", tmp_path / "kit-demo")
     assert result.exit_code == 0, result.output
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(tmp_path / "kit-demo")],
+         "--target", str(site), str(_core_wheel(tmp_path)), str(tmp_path / "kit-demo")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     assert (site / "diffsynth_kit_demo" / "plugin.py").is_file()
-    done = run_pytest(tmp_path / "kit-demo", "-rA", pythonpath=site)
+    done = run_pytest(tmp_path / "kit-demo", "-rA", pythonpath=site, kit=False)
     took = time.monotonic() - start
     print(f"scaffold + install + its tests: {took:.1f} s")
     report = done.stdout[-4000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
     assert "5 passed" in done.stdout and "skipped" not in done.stdout, report
+
+
+def test_plugin_guide_layout_is_what_the_scaffold_writes() -> None:
+    """docs/plugin-guide.md's layout block names exactly the files the scaffold writes."""
+    guide = (ROOT / "docs" / "plugin-guide.md").read_text()
+    block = guide.split("## 2. The layout", 1)[1].split("```")[1]
+    listed = {line.split()[0] for line in block.splitlines() if line.strip()}
+    files = render(PluginNames.from_name("my-model"), __version__)
+    expected = {"my-model/"} | {p.split("/")[0] + "/" for p in files if "/" in p}
+    expected |= {p.rsplit("/", 1)[-1] for p in files}
+    assert listed == expected
