@@ -102,17 +102,28 @@ def diffsynth_image_dataset(tmp_path: Path) -> Path:
 
 
 def write_video_dataset(folder: Path, n: int = 2, frames: int = 9, size: int = 32) -> Path:
-    """``n`` GIF clips of ``frames`` frames (a light square moving right) and ``metadata.csv``
-    (video, prompt). GIF because PIL reads it: no ffmpeg needed."""
-    from diffsynth_core.testing.data import COLOURS, make_image
+    """``n`` GIF clips of ``frames`` frames (a light square moving left to right on a flat
+    colour) and ``metadata.csv`` (video, prompt). GIF because PIL reads it: no ffmpeg needed."""
+    from PIL import Image, ImageDraw
+
+    from diffsynth_core.testing.data import COLOURS
 
     folder.mkdir(parents=True, exist_ok=True)
+    side = size // 3
     rows = []
     for i in range(n):
         name, colour = COLOURS[i % len(COLOURS)]
-        clip = [make_image(colour, (size, size), index=k) for k in range(frames)]
+        light = tuple(min(255, c + 80) for c in colour)
+        clip = []
+        for k in range(frames):
+            frame = Image.new("RGB", (size, size), colour)
+            x = k * (size - side) // max(1, frames - 1)
+            ImageDraw.Draw(frame).rectangle([x, side, x + side - 1, 2 * side - 1], fill=light)
+            clip.append(frame)
         clip[0].save(folder / f"video_{i}.gif", save_all=True, append_images=clip[1:], duration=125)
-        rows.append({"video": f"video_{i}.gif", "prompt": f"a {name} square moving right"})
+        rows.append(
+            {"video": f"video_{i}.gif", "prompt": f"a {name} picture, a square moving right"}
+        )
     with (folder / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["video", "prompt"])
         writer.writeheader()
