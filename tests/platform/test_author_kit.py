@@ -42,6 +42,20 @@ def test_unknown_plugin_is_a_usage_error(diffsynth_plugin_manager):
         diffsynth_plugin_manager("no_such_plugin_module")
 
 
+def test_broken_plugin_fails_the_test_with_its_error(diffsynth_plugin_manager):
+    from diffsynth_core import hookimpl
+
+    class Misspelt:
+        __name__ = "misspelt"
+
+        @hookimpl
+        def diffsynth_register_model(self, register):  # "models": no such hook
+            pass
+
+    with pytest.raises(pytest.fail.Exception, match="misspelt.*match no diffsynth hook"):
+        diffsynth_plugin_manager(Misspelt())
+
+
 def test_image_dataset(diffsynth_image_dataset, tmp_path):
     from PIL import Image
     import csv
@@ -94,7 +108,7 @@ def test_fixtures_in_a_pytest_run_of_their_own(tmp_path: Path) -> None:
     toy_cli = ROOT / "tests" / "training" / "toy_cli.py"
     (tests / "test_kit.py").write_text(KIT_TESTS.replace("TOY_CLI_PATH", str(toy_cli)))
     done = run_pytest(tests)
-    assert done.returncode == 0 and "8 passed" in done.stdout, done.stdout[-4000:] + done.stderr
+    assert done.returncode == 0 and "9 passed" in done.stdout, done.stdout[-4000:] + done.stderr
 
 
 def test_kit_is_registered_as_pytest11_and_imports_no_torch() -> None:
