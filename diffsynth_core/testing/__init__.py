@@ -6,16 +6,28 @@
 * :func:`check_family_conformance` -- the checks every family must pass (see :mod:`.conformance`).
 * :func:`use_toy_plugin` -- make the process-wide plugin manager the built-ins plus the toy.
 
-Importing this package imports torch.
+Names are resolved on first use, so importing the package (as pytest does for the author
+kit, :mod:`.pytest_plugin`, at startup) does not import torch; most of the names do.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from .conformance import ConformanceError, ConformanceReport, check_family_conformance
-from .data import make_image, make_image_dataset
-from .toy import TOY_FAMILY, ToyPipeline, ToyPlugin, build_tiny, load_toy_pipeline
+# name -> the submodule that defines it (imported when first asked for)
+_LAZY = {
+    "ConformanceError": ".conformance",
+    "ConformanceReport": ".conformance",
+    "check_family_conformance": ".conformance",
+    "make_image": ".data",
+    "make_image_dataset": ".data",
+    "TOY_FAMILY": ".toy",
+    "ToyPipeline": ".toy",
+    "ToyPlugin": ".toy",
+    "build_tiny": ".toy",
+    "load_toy_pipeline": ".toy",
+}
 
 __all__ = [
     "TOY_FAMILY",
@@ -39,7 +51,14 @@ def use_toy_plugin(*more_plugins: object) -> Any:
     ``diffsynth_core.plugins.reset_plugin_manager()`` goes back to the normal one.
     """
     from ..plugins import PluginManager, reset_plugin_manager
+    from .toy import ToyPlugin
 
     manager = PluginManager.with_plugins(ToyPlugin(), *more_plugins)
     reset_plugin_manager(manager)
     return manager
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
