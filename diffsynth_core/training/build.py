@@ -295,8 +295,9 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         echo(startup_summary(run, where, module, dataset, accelerator))
 
     def on_start() -> None:
-        if c.overwrite:
-            echo(remove_previous_run(output))
+        removed = remove_previous_run(output) if c.overwrite else ""
+        if removed:
+            echo(removed)
         atomic_write_json(output / "training_args.json", args)
 
     return launch_training_task(

@@ -144,15 +144,19 @@ RUN_FOLDERS = ("state", "logs", "samples")
 
 def remove_previous_run(output: Path) -> str:
     """``--overwrite``: delete the previous run's files, so that nothing of it is resumed,
-    pruned or mistaken for the new run's. Returns the line that says what went."""
+    pruned or mistaken for the new run's. Returns the line that says what went ("" when the
+    folder held no run)."""
     from .logger import MANIFEST, read_manifest
 
     states = len(list((output / "state").glob("step-*")))
+    folders = [output / name for name in RUN_FOLDERS[1:] if (output / name).exists()]
     shutil.rmtree(output / "state", ignore_errors=True)  # first: no resume may find them
     listed = [output / e["file"] for e in read_manifest(output)]
     files = {p for p in listed if p.is_file()}
     files |= {p for pattern in RUN_FILES for p in output.glob(pattern) if p.is_file()}
     checkpoints = sum(1 for p in files if p.suffix == ".safetensors")
+    if not (states or files or folders or (output / MANIFEST).exists()):
+        return ""
     for path in sorted(files) + [output / MANIFEST]:
         path.unlink(missing_ok=True)
     for name in RUN_FOLDERS[1:]:

@@ -106,6 +106,13 @@ def test_a_final_checkpoint_lost_after_the_last_state_is_written_again_without_t
 # -- 2: --overwrite ---------------------------------------------------------------------------
 
 
+def test_overwrite_of_an_empty_folder_says_nothing_was_removed(
+    cli: Any, train_args: tuple[str, ...], tmp_path: Path
+) -> None:
+    first = cli(*train_args, "--output", tmp_path / "new", "--max-steps", 1, "--overwrite")
+    assert first.exit_code == 0 and "removed" not in first.output, first.output
+
+
 def test_overwrite_starts_in_a_clean_folder(
     cli: Any, train_args: tuple[str, ...], tmp_path: Path
 ) -> None:
