@@ -284,3 +284,17 @@ def test_the_wan_format_refuses_a_family_without_the_wan_layout(manager):
     assert manager.convert_state_dict(lora, "wan", vace) == {
         "diffusion_model.blocks.0.self_attn.q.lora_A.weight": 0
     }
+
+
+def test_an_addhooks_that_raises_breaks_only_its_plugin():
+    class Raises:
+        __name__ = "raises"
+
+        @hookimpl
+        def diffsynth_addhooks(self, pluginmanager: Any) -> None:
+            raise RuntimeError("no specs today")
+
+    manager = PluginManager.with_plugins(Raises(), Defines(), Implements())
+    assert "RuntimeError: no specs today" in manager.plugins["raises"].error
+    assert not manager.pm.has_plugin("raises")
+    assert manager.plugins["implements"].status == "ok"
