@@ -10,14 +10,20 @@ A broken plugin is unregistered and whatever it had registered is taken back.
 
 Phases, in the order a ``diffsynth train`` run meets them:
 
-1. registration -- ``diffsynth_register_models``, ``diffsynth_register_losses``,
-   ``diffsynth_register_commands``: called once, when the plugin manager is built.
+1. registration -- ``diffsynth_addhooks`` (when the plugin is registered),
+   ``diffsynth_register_models``, ``diffsynth_register_losses``,
+   ``diffsynth_register_lora_formats``, ``diffsynth_register_commands``: called once, when the
+   plugin manager is built.
 2. loading -- ``diffsynth_load_pipeline``, ``diffsynth_pipeline_units``: called by
-   :func:`diffsynth_core.pipeline.load_pipeline` for the selected family.
+   :func:`diffsynth_core.pipeline.load_pipeline` for the selected family. A family carries its
+   own loader, units and LoRA layout (``ModelFamily.loader`` / ``units`` / ``lora_layout``);
+   these hooks are for cross-cutting work only (overriding a loader, one plugin extending
+   another's family), so no implementation needs to test a family's name.
 3. execution -- ``diffsynth_run_unit``: called for every unit of every forward pass
    (training and inference share it).
 4. saving -- ``diffsynth_checkpoint_name``, ``diffsynth_convert_state_dict``: called by
-   :class:`diffsynth_core.training.logger.ModelLogger` for every checkpoint it writes.
+   :class:`diffsynth_core.training.logger.ModelLogger` for every checkpoint it writes. The
+   formats themselves are registered objects (``diffsynth_register_lora_formats``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,23 @@ hookspec = pluggy.HookspecMarker("diffsynth")
 
 
 # --- 1. registration ------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def diffsynth_addhooks(pluginmanager: Any) -> None:
+    """Add this plugin's own hookspecs (hooks it defines for other plugins).
+
+    Called once for every plugin, when it is registered (a historic hook, like pytest's
+    ``pytest_addhooks``). ``pluginmanager`` is the
+    :class:`~diffsynth_core.plugins.PluginManager`; call
+    ``pluginmanager.add_hookspecs(module_or_class)`` with the module holding your
+    ``pluggy.HookspecMarker("diffsynth")`` specs. Implementations of those hooks in plugins
+    registered earlier are validated then; an invalid one marks its plugin broken. Hook
+    implementations are checked against the known specs only after every plugin is
+    registered, so load order does not matter.
+
+    Return value: ignored.
+    """
 
 
 @hookspec
@@ -56,6 +79,24 @@ def diffsynth_register_losses(register: Callable[..., None]) -> None:
     scalar tensor; ``inputs`` are the shared and positive inputs after every pipeline unit has
     run. The built-in ``sft`` loss (flow-matching supervised fine-tuning) is registered
     through this same hook by the ``builtin`` plugin. A name registered twice is an error.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def diffsynth_register_lora_formats(register: Callable[[Any], None]) -> None:
+    """Register LoRA / checkpoint formats selectable with ``--lora-format NAME``.
+
+    Called once per plugin while the plugin manager is built. Call
+    ``register(LoraFormat(name, description, export, detect, import_))``
+    (:class:`~diffsynth_core.lora_formats.LoraFormat`): ``export(state_dict, family, kind)``
+    returns the keys written to the file, ``detect(keys)`` / ``import_(state_dict, family,
+    module_names)`` optionally read files in the format. The built-in ``diffusers``,
+    ``comfyui``, ``peft`` and the read-only ``kohya`` are registered through this same hook by
+    the ``builtin-formats`` plugin; they apply each family's ``lora_layout``, so a family
+    declares its layout instead of a format. A name registered twice is an error naming both
+    plugins; ``diffsynth plugins`` lists every format.
 
     Return value: ignored.
     """
@@ -89,7 +130,7 @@ def diffsynth_load_pipeline(
     options: dict[str, Any],
     purpose: str,
 ) -> Any:
-    """Build the pipeline of ``family`` from weight files.
+    """Override the loader of a family (the family's own ``loader`` is used otherwise).
 
     Called by :func:`diffsynth_core.pipeline.load_pipeline` (``diffsynth train``,
     ``diffsynth generate``, the seed-style ``from_pretrained``). ``family`` is a
@@ -103,10 +144,10 @@ def diffsynth_load_pipeline(
     pipeline is loaded: ``"train"`` (``diffsynth train``: fail now if there is nothing to
     train), ``"generate"`` (``diffsynth generate``) or ``"python"`` (any other caller).
 
-    Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` when the family is not
-    yours. firstresult: the first non-``None`` result wins; pluggy calls later-registered
-    plugins first (entry points load sorted by name), so to override another plugin's loader
-    for its family, use ``@hookimpl(tryfirst=True)``.
+    Return a :class:`~diffsynth_core.pipeline.BasePipeline`, or ``None`` to leave it to the
+    next implementation and finally to ``family.load(...)``. firstresult: the first
+    non-``None`` result wins; pluggy calls later-registered plugins first. A plugin loading its
+    own family names the loader in its ``ModelFamily(loader="pkg.module:function")`` instead.
     """
 
 
@@ -114,8 +155,9 @@ def diffsynth_load_pipeline(
 def diffsynth_pipeline_units(family: Any, pipe: Any) -> list[Any] | None:
     """Contribute extra pipeline units to a freshly loaded pipeline.
 
-    Called once per :func:`~diffsynth_core.pipeline.load_pipeline`, right after
-    ``diffsynth_load_pipeline``, with the same ``family`` and the loaded ``pipe``. Return a list
+    Called once per :func:`~diffsynth_core.pipeline.load_pipeline`, right after the pipeline
+    is loaded and the family's own ``units`` are added, with the same ``family`` and the loaded
+    ``pipe``. Return a list
     of :class:`~diffsynth_core.pipeline.PipelineUnit` (or ``None``). A unit whose
     ``insert_before`` names an existing unit is inserted in front of it, otherwise it is
     appended. Results of all plugins are combined in call order. This is how one plugin
@@ -149,7 +191,7 @@ def diffsynth_run_unit(
 
 @hookspec(firstresult=True)
 def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -> dict[str, Any] | None:
-    """Rename a LoRA file written in a family-specific key form to the model's module paths.
+    """Override how a LoRA file is read (a family's own names belong in its ``lora_layout``).
 
     Called by :func:`diffsynth_core.training.lora.read_lora_file` (``generate --lora``,
     ``--lora-checkpoint``, a pipeline's ``load_lora``) after the file is read and before the
@@ -158,8 +200,8 @@ def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -
     kohya ``lora_unet_...``). ``state_dict`` is the file's raw content; ``family`` the
     ModelFamily of the pipeline (or ``None``); ``model`` the ``torch.nn.Module`` the LoRA is
     for. Return a dict whose keys use ``model``'s module names (any of the common forms is
-    fine), or ``None`` when the file is not in your form. Example: the VACE plugin maps the
-    original Wan names (``blocks.0.self_attn.q``) back to diffusers' (``blocks.0.attn1.to_q``).
+    fine), or ``None`` when the file is not in your form; then the family's
+    ``lora_layout.import_keys`` and the registered formats' ``detect`` / ``import_`` are tried.
     """
 
 
@@ -183,17 +225,15 @@ def diffsynth_checkpoint_name(kind: str, step: int, epoch: int, family: Any) -> 
 def diffsynth_convert_state_dict(
     state_dict: dict[str, Any], format: str, family: Any, kind: str
 ) -> dict[str, Any] | None:
-    """Rename the keys of a trainable state dict for an export format.
+    """Override the export of a state dict (formats are registered ``LoraFormat`` objects).
 
     Called by ``ModelLogger`` before every write. ``state_dict`` has module-path keys as
     peft's ``get_peft_model_state_dict`` gives them (``transformer_blocks.0.attn.to_q.lora_A
     .weight``) or plain parameter names for full training; ``format`` is the ``--lora-format``
     value; ``family`` the ModelFamily (``export_prefix`` in its defaults) or ``None``; ``kind``
-    is ``"lora"`` or ``"full"``. Return the converted dict, or ``None`` when the format is not
-    yours. Built-ins: ``diffusers`` (``transformer.`` prefix, or the family's
-    ``defaults.export_prefix``; loads with ``load_lora_weights``), ``comfyui``
-    (``diffusion_model.`` prefix) and ``peft`` (bare keys); for ``kind="full"`` all three keep
-    bare keys (a component's own state dict). A format that no plugin converts is an error
-    before training starts (:meth:`~diffsynth_core.plugins.PluginManager.convert_state_dict`
-    raises ``UnknownFormatError``).
+    is ``"lora"`` or ``"full"``. Return the converted dict, or ``None`` to leave it to the
+    registered format of that name (``diffsynth_register_lora_formats``). A format that is
+    neither is an error before training starts
+    (:meth:`~diffsynth_core.plugins.PluginManager.convert_state_dict` raises
+    ``UnknownFormatError`` listing the installed formats).
     """

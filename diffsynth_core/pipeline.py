@@ -280,10 +280,12 @@ def load_pipeline(
     options: Mapping[str, Any] | None = None,
     purpose: str = "python",
 ) -> BasePipeline:
-    """Load ``family``'s pipeline through the loading hooks and add contributed units.
+    """Load ``family``'s pipeline with its loader, then add its units and contributed ones.
 
     ``options`` (the family options the user gave) and ``purpose`` (``train``, ``generate``
-    or ``python``) are passed to ``diffsynth_load_pipeline``.
+    or ``python``) are passed to the loader. A ``diffsynth_load_pipeline`` implementation that
+    answers overrides the family's loader (cross-cutting plugins); ``diffsynth_pipeline_units``
+    lets one plugin extend another's family.
     """
     from .plugins import get_plugin_manager
 
@@ -291,21 +293,24 @@ def load_pipeline(
     if isinstance(family, str):
         family = manager.get_family(family)
     configs = dict(model_configs) if model_configs else resolve_model_configs(family, model_path)
+    arguments = {
+        "model_configs": configs,
+        "device": device,
+        "torch_dtype": torch_dtype,
+        "options": dict(options or {}),
+        "purpose": purpose,
+    }
     with family_loading(family, configs):  # another family's files: one error naming them
-        pipe = manager.hook.diffsynth_load_pipeline(
-            family=family,
-            model_configs=configs,
-            device=device,
-            torch_dtype=torch_dtype,
-            options=dict(options or {}),
-            purpose=purpose,
-        )
+        pipe = manager.hook.diffsynth_load_pipeline(family=family, **arguments)
+        if pipe is None:
+            pipe = family.load(**arguments)
     if pipe is None:
         raise PluginError(
-            f"no plugin loads model family {family.name!r} (provided by {family.plugin}); "
-            "its plugin implements diffsynth_register_models but not diffsynth_load_pipeline"
+            f"model family {family.name!r} (provided by {family.plugin}) names no loader: its "
+            "ModelFamily needs loader='package.module:function'"
         )
     pipe.family = family
+    pipe.add_units(family.pipeline_units(pipe))
     for units in manager.hook.diffsynth_pipeline_units(family=family, pipe=pipe):
         pipe.add_units(units or [])
     return pipe

@@ -2,11 +2,14 @@
 
 Built-ins and third-party plugins take the same path: both are registered with pluggy, then
 their registration hooks are called one plugin at a time so that every family and loss is
-attributed to the plugin that registered it, and so that one plugin's failure (an import
+attributed to the plugin that registered it (LoRA formats too), and so that one plugin's failure (an import
 error, an invalid or misspelt hook, a hook that raises, a duplicate family name) marks only
 that plugin as broken. A broken plugin is unregistered and everything it had registered is
 forgotten, so half a plugin never runs. ``diffsynth plugins`` shows broken plugins with their
-error; a command that needs one fails with that error.
+error; a command that needs one fails with that error. A plugin may define hooks of its own
+for other plugins: its ``diffsynth_addhooks(pluginmanager)`` (called when it is registered, as
+pytest calls ``pytest_addhooks``) calls :meth:`PluginManager.add_hookspecs`; hook names are
+checked against the specs once every plugin is registered, so load order does not matter.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import importlib
 import os
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import Any
 
@@ -24,6 +27,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import DiffSynthError, PluginError, UnknownFormatError, UnknownLossError
+from .lora_formats import LoraFormat, call_with_known
 from .registry import FamilyRegistry, ModelFamily
 
 PROJECT = "diffsynth"
@@ -34,6 +38,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 BUILTIN_PLUGINS = (
     "diffsynth_core.builtins.losses",
     "diffsynth_core.builtins.checkpoints",
+    "diffsynth_core.builtins.formats",
     "diffsynth_core.builtins.units",
 )
 
@@ -49,6 +54,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     families: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    lora_formats: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -75,10 +81,13 @@ class PluginManager:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        # historic: every plugin registered from now on gets its diffsynth_addhooks called
+        self.pm.hook.diffsynth_addhooks.call_historic(kwargs={"pluginmanager": self})
         self.plugins: dict[str, PluginInfo] = {}
         self.families = FamilyRegistry()
         self.families.broken_hint = self._broken_hint
         self.losses: dict[str, LossEntry] = {}
+        self.lora_formats: dict[str, LoraFormat] = {}
         # names in DIFFSYNTH_LOAD_PLUGINS that no installed plugin has (a typo, usually)
         self.unknown_selected: list[str] = []
 
@@ -100,6 +109,22 @@ class PluginManager:
     def hook(self) -> Any:
         """pluggy's hook relay: ``manager.hook.diffsynth_load_pipeline(family=...)``."""
         return self.pm.hook
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """Add a plugin's own hookspecs (from its ``diffsynth_addhooks``); see hookspecs.py.
+
+        Implementations already registered are validated now: a wrong argument name is a
+        PluginError naming their plugin (which is then marked broken).
+        """
+        try:
+            self.pm.add_hookspecs(module_or_class)
+        except pluggy.PluginValidationError as error:
+            name = self.pm.get_name(error.plugin) or repr(error.plugin)
+            message = " ".join(str(error).split())
+            if name in self.plugins:
+                self._mark_broken(name, message)
+                return
+            raise PluginError(f"plugin {name!r}: {message}") from error
 
     # -- loading -------------------------------------------------------------------------
 
@@ -151,14 +176,6 @@ class PluginManager:
         except (Exception, SystemExit) as exc:  # a broken plugin must never take the CLI down
             self._mark_broken(info.name, describe_error(exc))
             return
-        unknown = self._unknown_hooks(info.name)
-        if unknown:
-            self._mark_broken(
-                info.name,
-                f"hook implementation(s) {', '.join(unknown)} match no diffsynth hook "
-                "(misspelt name?); see docs/plugins.md for the hook list",
-            )
-            return
         callers = self.pm.get_hookcallers(self.pm.get_plugin(info.name)) or []
         info.hooks = sorted(caller.name for caller in callers)
 
@@ -183,16 +200,21 @@ class PluginManager:
         self.families.remove_plugin(name)
         for loss in [entry.name for entry in self.losses.values() if entry.plugin == name]:
             del self.losses[loss]
+        for fmt in [entry.name for entry in self.lora_formats.values() if entry.plugin == name]:
+            del self.lora_formats[fmt]
 
     # -- registration hooks, one plugin at a time ------------------------------------------
 
     def run_registration(self, names: Iterable[str] | None = None) -> None:
         """Call the model and loss registration hooks of ``names`` (default: all plugins)."""
         selected = set(names) if names is not None else None
+        self._check_hook_names(selected)
         for impl in self._impls("diffsynth_register_models", selected):
             self._call_isolated(impl, register=self._family_registrar(impl.plugin_name))
         for impl in self._impls("diffsynth_register_losses", selected):
             self._call_isolated(impl, register=self._loss_registrar(impl.plugin_name))
+        for impl in self._impls("diffsynth_register_lora_formats", selected):
+            self._call_isolated(impl, register=self._format_registrar(impl.plugin_name))
         self._check_pending()
 
     def register_commands(self, cli: Any) -> None:
@@ -212,6 +234,22 @@ class PluginManager:
                 cli.commands.update(before)
             else:
                 self.plugins[impl.plugin_name].commands = sorted(set(cli.commands) - set(before))
+
+    def _check_hook_names(self, selected: set[str] | None) -> None:
+        # after every plugin is registered, so a hook another plugin adds (diffsynth_addhooks)
+        # is known whichever of the two loaded first
+        for name, info in list(self.plugins.items()):
+            if info.error or not self.pm.has_plugin(name):
+                continue
+            if selected is not None and name not in selected:
+                continue
+            unknown = self._unknown_hooks(name)
+            if unknown:
+                self._mark_broken(
+                    name,
+                    f"hook implementation(s) {', '.join(unknown)} match no diffsynth hook "
+                    "(misspelt name?); see docs/plugins.md for the hook list",
+                )
 
     def _impls(self, hook_name: str, selected: set[str] | None) -> list[Any]:
         order = {name: i for i, name in enumerate(self.plugins)}
@@ -269,6 +307,25 @@ class PluginManager:
 
         return register
 
+    def _format_registrar(self, plugin_name: str) -> Callable[[LoraFormat], None]:
+        info = self.plugins[plugin_name]
+
+        def register(lora_format: LoraFormat) -> None:
+            if not isinstance(lora_format, LoraFormat):
+                raise PluginError(
+                    f"register() expects a LoraFormat, got {type(lora_format).__name__}"
+                )
+            old = self.lora_formats.get(lora_format.name)
+            if old is not None:
+                raise PluginError(
+                    f"LoRA format {lora_format.name!r} is registered twice: by plugin "
+                    f"{old.plugin!r} and by plugin {plugin_name!r}"
+                )
+            info.lora_formats.append(lora_format.name)
+            self.lora_formats[lora_format.name] = replace(lora_format, plugin=plugin_name)
+
+        return register
+
     # -- queries -------------------------------------------------------------------------
 
     def get_family(self, name: str) -> ModelFamily:
@@ -289,12 +346,39 @@ class PluginManager:
         converted = self.hook.diffsynth_convert_state_dict(
             state_dict=state_dict, format=format, family=family, kind=kind
         )
-        if converted is None:
-            raise UnknownFormatError(
-                f"no plugin converts checkpoints to format {format!r} "
-                "(built in: diffusers, comfyui, peft)"
-            )
-        return converted
+        if converted is not None:
+            return converted
+        export = self.get_lora_format(format).export
+        assert export is not None  # get_lora_format refuses read-only formats
+        return export(state_dict, family, kind)
+
+    def get_lora_format(self, name: str) -> LoraFormat:
+        """The format ``--lora-format name`` selects; UnknownFormatError lists the installed."""
+        found = self.lora_formats.get(name)
+        if found is not None and found.export is not None:
+            return found
+        writable = ", ".join(sorted(n for n, f in self.lora_formats.items() if f.export)) or "none"
+        what = "is read-only" if found is not None else "is installed"
+        raise UnknownFormatError(
+            f"no LoRA format {name!r} {what} (--lora-format: {writable}; "
+            "`diffsynth plugins` lists every format and its plugin)"
+        )
+
+    def import_lora(
+        self, state_dict: dict[str, Any], family: Any, module_names: list[str]
+    ) -> dict[str, Any] | None:
+        """The first registered format that detects ``state_dict``'s keys renames it."""
+        for lora_format in self.lora_formats.values():
+            if lora_format.detect is None or lora_format.import_ is None:
+                continue
+            if lora_format.detect(list(state_dict)):
+                return call_with_known(
+                    lora_format.import_,
+                    state_dict=state_dict,
+                    family=family,
+                    module_names=module_names,
+                )
+        return None
 
     def broken(self) -> list[PluginInfo]:
         """Every plugin that failed to load, in load order."""

@@ -1,9 +1,10 @@
 """Model families and the name -> family registry.
 
 A :class:`ModelFamily` is what a plugin contributes through ``diffsynth_register_models``: a
-name, the default weight files per component, the default training settings and a builder for
-an offline tiny preset. It holds no model code: loading goes through the
-``diffsynth_load_pipeline`` hook, so importing a plugin stays cheap.
+name, the default weight files per component, the default training settings, a builder for
+an offline tiny preset, and its behaviour: its loader, its units and its LoRA layout. These
+are named as ``"package.module:attribute"`` and imported on first use, so registering a
+family (``diffsynth --help``) imports no torch, and no hook has to test a family's name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DuplicateFamilyError, PluginError, UnknownModelError
+from .lora_formats import DEFAULT_LAYOUT, LoraLayout, call_with_known, resolve
 
 OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video")
 
@@ -117,6 +119,14 @@ class ModelFamily:
             official repository layout, into ``folder`` without any download.
         options: family-specific flags of ``train`` / ``generate``.
         base_family: the family whose pipeline this one extends (a ControlNet on its DiT).
+        loader: ``"package.module:function"`` (or the function) that builds the pipeline;
+            called as ``loader(family=, model_configs=, device=, torch_dtype=, options=,
+            purpose=)`` with the arguments it names (see ``diffsynth_load_pipeline``).
+        units: ``"package.module:function"`` returning extra units for a loaded pipeline,
+            called as ``units(pipe=, family=)``; ``None``: the pipeline's own units only.
+        lora_layout: a :class:`~diffsynth_core.lora_formats.LoraLayout` or
+            ``"package.module:attribute"`` naming one; ``None``: the default layout (the
+            trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
         plugin / distribution / version: filled in by the registry from the registering
             plugin; a plugin never sets them.
     """
@@ -128,6 +138,9 @@ class ModelFamily:
     build_tiny: Callable[[Path], None] | None = None
     options: tuple[FamilyOption, ...] = ()
     base_family: str | None = None
+    loader: str | Callable[..., Any] | None = None
+    units: str | Callable[..., Any] | None = None
+    lora_layout: LoraLayout | str | None = None
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -135,6 +148,28 @@ class ModelFamily:
     def options_for(self, command: str) -> list[FamilyOption]:
         """The options that ``command`` (``train`` or ``generate``) accepts."""
         return [o for o in self.options if o.command in (command, "both")]
+
+    def load(self, **arguments: Any) -> Any:
+        """The pipeline, from the family's loader (``None`` when the family names none)."""
+        if self.loader is None:
+            return None
+        return call_with_known(resolve(self.loader, f"{self.name}: loader"), family=self, **arguments)
+
+    def pipeline_units(self, pipe: Any) -> list[Any]:
+        """The units the family adds to its freshly loaded pipeline."""
+        if self.units is None:
+            return []
+        fn = resolve(self.units, f"{self.name}: units")
+        return list(call_with_known(fn, pipe=pipe, family=self) or [])
+
+    def layout(self) -> LoraLayout:
+        """The family's LoRA layout (resolved on first use)."""
+        if self.lora_layout is None:
+            return DEFAULT_LAYOUT
+        layout = resolve(self.lora_layout, f"{self.name}: lora_layout")
+        if not isinstance(layout, LoraLayout):
+            raise PluginError(f"{self.name}: lora_layout {self.lora_layout!r} is not a LoraLayout")
+        return layout
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description (``diffsynth models --json``); ``build_tiny`` as a flag."""
@@ -145,6 +180,8 @@ class ModelFamily:
             "distribution": self.distribution,
             "version": self.version,
             "base_family": self.base_family,
+            "loader": _ref(self.loader),
+            "units": _ref(self.units),
             "tiny_preset": self.build_tiny is not None,
             "model_files": {name: asdict(files) for name, files in self.model_files.items()},
             "defaults": asdict(self.defaults),
@@ -213,6 +250,13 @@ def install_hint(name: str) -> str:
         "Install the plugin that provides it (check the name for a typo), "
         "then check `diffsynth models`."
     )
+
+
+def _ref(value: Any) -> str | None:
+    """A loader or units reference as text (JSON): the string, or the function's path."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', repr(value))}"
 
 
 def _owner(family: ModelFamily) -> str:

@@ -1,7 +1,8 @@
 """ModelLogger: writes the trained weights (LoRA or full) as safetensors checkpoints.
 
-File names come from the ``diffsynth_checkpoint_name`` hook and key names from
-``diffsynth_convert_state_dict`` (``--lora-format``), so a plugin can change both. Every file
+File names come from the ``diffsynth_checkpoint_name`` hook and key names from the registered
+LoRA format ``--lora-format`` names (``PluginManager.convert_state_dict``), so a plugin can
+change both. Every file
 is written atomically (see :mod:`.atomic`) by the main process only, carries its provenance
 as safetensors metadata (family, base models, LoRA rank/alpha/targets, step, training args)
 and is listed in ``checkpoints.json``, which ``keep_last`` pruning reads.

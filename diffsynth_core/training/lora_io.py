@@ -1,17 +1,21 @@
 """Reading LoRA files: every key form other tools write, mapped to our bare peft form.
 
 Files come back in many forms; :func:`normalize_lora_state_dict` maps each to the bare form
-(``transformer_blocks.0.attn.to_q.lora_A.weight``) with the strength folded into ``lora_B``:
+(``blocks.0.attn.to_q.lora_A.weight``) with the strength folded into ``lora_B``:
 
 * DiffSynth-Studio: ``...to_q.lora_A.default.weight`` (no prefix)
-* diffusers: ``transformer.`` prefix; ComfyUI: ``diffusion_model.`` prefix
+* diffusers: the component prefix; ComfyUI: ``diffusion_model.`` prefix
 * ``lora_down`` / ``lora_up`` with an ``.alpha`` tensor per module (ComfyUI, kohya, musubi)
-* kohya: ``lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight``
+* kohya: ``lora_unet_blocks_0_attn_to_q.lora_down.weight``
 * diffusers' ``save_lora_weights`` files carry alpha as metadata (``lora_adapter_metadata``)
 
+No model's prefix is named here: the prefixes of a family's models come from its
+:class:`~diffsynth_core.lora_formats.LoraLayout` (:func:`~diffsynth_core.lora_formats.read_prefixes`).
 :func:`read_lora_file` adds what a file on disk needs: refusing NaN/inf, the metadata alpha,
-the family's own names (``diffsynth_import_lora``) and a shape check against the model, so a
-LoRA for another model is one clear error naming the file, the key and both shapes.
+the family's own names (its layout's ``import_keys``; the ``diffsynth_import_lora`` hook
+overrides), the registered formats' ``detect`` / ``import_`` (kohya), and a shape check
+against the model, so a LoRA for another model is one clear error naming the file, the key
+and both shapes.
 """
 
 from __future__ import annotations
@@ -26,17 +30,8 @@ import torch
 
 from ..errors import ModelFileError
 
-_PREFIXES = (
-    "base_model.model.",
-    "diffusion_model.",
-    "transformer.",
-    "pipe.dit.",
-    "pipe.controlnet.",
-    "controlnet.",
-    "dit.",
-    "model.",
-    "unet.",
-)
+# what tools put before any model's module names (peft's wrapper, ComfyUI, generic ones)
+_GENERIC_PREFIXES = ("base_model.model.", "diffusion_model.", "model.", "unet.")
 # kohya / musubi ``lora_unet_``; OneTrainer writes ``lora_unet__``
 _KOHYA = re.compile(r"^lora_(?:unet_?|te\d?|transformer)_")
 _ADAPTER = re.compile(r"\.(lora_[AB]|lora_down|lora_up)\.default\.")
@@ -47,11 +42,11 @@ def bare_key(key: str) -> str:
     return _ADAPTER.sub(r".\1.", key)
 
 
-def _strip_prefix(key: str) -> str:
+def _strip_prefix(key: str, prefixes: tuple[str, ...]) -> str:
     changed = True
     while changed:
         changed = False
-        for prefix in _PREFIXES:
+        for prefix in prefixes:
             if key.startswith(prefix):
                 key, changed = key[len(prefix) :], True
     return key
@@ -77,19 +72,24 @@ def normalize_lora_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     module_names: Iterable[str] = (),
     alpha: float | None = None,
+    family: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Any supported LoRA key form -> bare peft keys, with alphas folded into ``lora_B``.
 
     ``alpha`` is the strength of modules without an ``.alpha`` tensor (diffusers' metadata);
-    without either, alpha = rank (scale 1), as every loader assumes.
+    without either, alpha = rank (scale 1), as every loader assumes. ``family`` (or the
+    default layout) says which model prefixes to cut.
     """
+    from ..lora_formats import read_prefixes
+
+    prefixes = (*read_prefixes(family), *_GENERIC_PREFIXES)
     flat_names = {n.replace(".", "_"): n for n in module_names}
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         module, kind = _split(bare_key(key))
         if _KOHYA.match(module):
             module = _kohya_module(module, flat_names)
-        module = _strip_prefix(module)
+        module = _strip_prefix(module, prefixes)
         part = {"A.weight": "A", "down.weight": "A", "B.weight": "B", "up.weight": "B"}.get(kind)
         if part or kind == "alpha":
             pairs.setdefault(module, {})[part or "alpha"] = value
@@ -140,7 +140,7 @@ def metadata_alpha(path: Any) -> float | None:
         config = json.loads(raw)
     except ValueError:
         return None
-    # pipeline files prefix each entry with the component ("transformer.lora_alpha")
+    # pipeline files prefix each entry with the component ("<component>.lora_alpha")
     alphas = {v for k, v in config.items() if k.rsplit(".", 1)[-1] == "lora_alpha"}
     return float(alphas.pop()) if len(alphas) == 1 else None
 
@@ -179,20 +179,25 @@ def read_lora_file(
 ) -> dict[str, torch.Tensor]:
     """Read a LoRA file in any supported form, normalized and checked against ``model``.
 
-    Family-specific forms are renamed first by the ``diffsynth_import_lora`` hook.
+    Renamed first by the ``diffsynth_import_lora`` hook (an override), else the family's
+    layout (its own names), else the first registered format that detects the keys.
     """
     from ..loading import load_state_dict
+    from ..lora_formats import family_layout
     from ..plugins import get_plugin_manager
 
     raw = load_state_dict(path, allow_pickle=allow_pickle)
     check_finite(raw, str(path))
-    imported = get_plugin_manager().hook.diffsynth_import_lora(
-        state_dict=raw, family=family, model=model
-    )
-    names = (n for n, _ in model.named_modules())
+    manager = get_plugin_manager()
+    names = [n for n, _ in model.named_modules()]
     try:
+        imported = manager.hook.diffsynth_import_lora(state_dict=raw, family=family, model=model)
+        if imported is None:
+            imported = family_layout(family).import_state_dict(raw, names)
+        if imported is None:
+            imported = manager.import_lora(raw, family, names)
         state = normalize_lora_state_dict(
-            raw if imported is None else imported, names, metadata_alpha(path)
+            raw if imported is None else imported, names, metadata_alpha(path), family
         )
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc

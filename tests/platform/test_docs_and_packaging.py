@@ -35,7 +35,7 @@ def test_plugin_guide_examples_run(index, monkeypatch):
 
 def test_plugin_guide_documents_every_hook():
     specs = [name for name in dir(hookspecs) if name.startswith("diffsynth_")]
-    assert len(specs) == 9
+    assert len(specs) == 11
     text = GUIDE.read_text()
     for name in specs:
         assert f"### `{name}(" in text, f"docs/plugins.md has no section for {name}"

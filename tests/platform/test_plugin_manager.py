@@ -9,7 +9,7 @@ from diffsynth_core import ModelFamily, hookimpl
 from diffsynth_core.errors import UnknownLossError, UnknownModelError
 from diffsynth_core.plugins import PluginManager, allowed_plugins, build_plugin_manager
 
-BUILTINS = ["builtin-losses", "builtin-checkpoints", "builtin-units"]
+BUILTINS = ["builtin-losses", "builtin-checkpoints", "builtin-formats", "builtin-units"]
 
 
 def test_builtins_load_through_the_same_path():

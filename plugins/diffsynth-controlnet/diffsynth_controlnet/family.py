@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily
+from diffsynth_core.lora_formats import LoraLayout
 
 FAMILY = "qwen-image-controlnet"
 BASE_FAMILY = "qwen-image"
@@ -75,6 +76,16 @@ OPTIONS = (
 )
 
 
+# Where each trained model goes in a file (the core's formats apply it): a ControlNet LoRA
+# keeps ``controlnet.`` in every prefixed format, never the DiT's prefixes: diffusers'
+# pipeline loader would apply it to the DiT, whose first blocks have the same module names,
+# silently. It loads with ``controlnet.load_lora_adapter(file, prefix="controlnet")``. A LoRA
+# on the DiT (``--lora-base-model dit``) is ``transformer.`` / ComfyUI's ``diffusion_model.``.
+LORA_LAYOUT = LoraLayout(
+    components={"controlnet": "controlnet", "dit": "transformer"}, diffusion_model="dit"
+)
+
+
 def build_tiny(folder: Path) -> None:
     """Write the tiny preset (see :mod:`diffsynth_controlnet.tiny`)."""
     from .tiny import build_tiny as build
@@ -109,4 +120,7 @@ def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
         build_tiny=build_tiny,
         options=base.options + OPTIONS,
         base_family=BASE_FAMILY,
+        loader="diffsynth_controlnet.loading:load_from_hook",
+        units="diffsynth_controlnet.units:control_units",
+        lora_layout=LORA_LAYOUT,
     )

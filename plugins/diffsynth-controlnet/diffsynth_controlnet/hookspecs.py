@@ -2,14 +2,11 @@
 
 A *control kind* turns a training image into a control image (``canny`` edges here; depth or
 pose maps in other plugins). Plugins contribute kinds through the same pluggy project as every
-diffsynth hook (``diffsynth``), but the spec lives in this plugin, not in the core:
-:func:`diffsynth_controlnet.kinds.add_hookspecs` adds it to the core's plugin manager the first
-time kinds are needed (pluggy's ``PluginManager.add_hookspecs``).
-
-Because the core checks each plugin's hooks against the specs known *when that plugin is
-registered*, and plugins load in name order, an implementation must be marked
-``@hookimpl(optionalhook=True)``: then it loads whether or not this plugin was registered
-first, and pluggy still validates its signature once the spec is added.
+diffsynth hook (``diffsynth``), but the spec lives in this plugin, not in the core: the
+plugin's ``diffsynth_addhooks(pluginmanager)`` adds it (``pluginmanager.add_hookspecs``) when
+the plugin is registered, as pytest plugins add theirs in ``pytest_addhooks``. The core checks
+hook names only after every plugin is registered, so a plugin implementing this hook loads
+whether it comes before or after this one.
 """
 
 from __future__ import annotations
@@ -32,8 +29,6 @@ def diffsynth_register_control_kinds(register: Callable[..., None]) -> None:
     ``--param key=value`` pairs of the command, as strings converted to int/float when they
     look like numbers. A kind name registered twice is an error naming both plugins. The
     ``canny`` kind is registered through this hook by ``diffsynth-controlnet`` itself.
-
-    Implement it with ``@diffsynth_core.hookimpl(optionalhook=True)`` (see the module docstring).
 
     Return value: ignored.
     """

@@ -1,8 +1,8 @@
 """Control kinds: functions that turn an image into a control image, contributed by plugins.
 
 The registry is filled through this plugin's own hook, ``diffsynth_register_control_kinds``
-(see :mod:`diffsynth_controlnet.hookspecs`), which :func:`add_hookspecs` adds to the core's
-plugin manager on first use. Each plugin's implementation is called on its own, so a kind is
+(see :mod:`diffsynth_controlnet.hookspecs`), which the plugin's ``diffsynth_addhooks`` adds to
+the core's plugin manager when the plugin is registered. Each plugin's implementation is called on its own, so a kind is
 attributed to the plugin that registered it and a duplicate name names both plugins.
 """
 
@@ -12,11 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pluggy
-
 from diffsynth_core.errors import ConfigError, PluginError
-
-from . import hookspecs
 
 HOOK = "diffsynth_register_control_kinds"
 
@@ -31,23 +27,8 @@ class ControlKind:
     plugin: str
 
 
-def add_hookspecs(manager: Any) -> None:
-    """Teach ``manager``'s pluggy manager this plugin's hookspecs (idempotent).
-
-    pluggy validates implementations registered before the spec (the ``optionalhook`` ones)
-    when it is added; a misspelt argument becomes a PluginError naming the plugin.
-    """
-    caller = getattr(manager.pm.hook, HOOK, None)
-    if caller is None or not caller.has_spec():
-        try:
-            manager.pm.add_hookspecs(hookspecs)
-        except pluggy.PluginValidationError as error:
-            message = " ".join(str(error).split())
-            raise PluginError(f"plugin {manager.pm.get_name(error.plugin)!r}: {message}") from error
-
-
 def _check_arguments(impl: Any) -> None:
-    # pluggy checks this only once, when the spec is added; a plugin registered later
+    # pluggy checks this only for plugins registered before the spec is added; a later one
     # (register_object) would otherwise fail with a bare TypeError
     extra = set(impl.argnames) - {"register"}
     if extra:
@@ -73,10 +54,12 @@ def _registrar(kinds: dict[str, ControlKind], plugin: str) -> Callable[..., None
 
 def collect_kinds(manager: Any) -> dict[str, ControlKind]:
     """Every control kind the plugins of ``manager`` register, by name."""
-    add_hookspecs(manager)
     kinds: dict[str, ControlKind] = {}
+    caller = getattr(manager.pm.hook, HOOK, None)
+    if caller is None or not caller.has_spec():  # this plugin is not loaded in ``manager``
+        return kinds
     order = {name: i for i, name in enumerate(manager.plugins)}  # kinds follow plugin load order
-    impls = getattr(manager.pm.hook, HOOK).get_hookimpls()
+    impls = caller.get_hookimpls()
     for impl in sorted(impls, key=lambda impl: order.get(impl.plugin_name, len(order))):
         _check_arguments(impl)
         impl.function(register=_registrar(kinds, impl.plugin_name))

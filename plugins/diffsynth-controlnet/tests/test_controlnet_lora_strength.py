@@ -25,7 +25,7 @@ from diffsynth_qwen_image.plugin import LORA_TARGETS
 DATA = Path(__file__).resolve().parents[3] / "examples" / "qwen_image_controlnet" / "data"
 RANK, ALPHA = 4, 8.0
 FORMATS = ("diffusers", "comfyui", "peft")
-# the prefix each format gives a ControlNet LoRA (diffsynth_controlnet.checkpoints)
+# the prefix each format gives a ControlNet LoRA (diffsynth_controlnet.family.LORA_LAYOUT)
 DIFFUSERS_PREFIX = {"diffusers": "controlnet", "comfyui": "controlnet", "peft": None}
 pytestmark = pytest.mark.slow
 

@@ -90,15 +90,15 @@ class Misspelt:
 
 
 def test_a_misspelt_argument_breaks_only_its_plugin_in_either_order(manager) -> None:  # noqa: ANN001
+    import diffsynth_controlnet.plugin as controlnet_plugin
     from diffsynth_controlnet.kinds import collect_kinds
-    from diffsynth_core.errors import PluginError
-    from diffsynth_core.plugins import build_plugin_manager
+    from diffsynth_core.plugins import PluginManager
 
-    # registered before the spec is known: refused when kinds are first needed
-    early = build_plugin_manager()
-    early.register_object(Misspelt(), "misspelt")
-    with pytest.raises(PluginError, match="misspelt.*registrar"):
-        collect_kinds(early)
+    # registered before the spec is known: broken when the ControlNet plugin adds its spec
+    # (diffsynth_addhooks), at load time; kinds still work
+    early = PluginManager.with_plugins(Misspelt(), controlnet_plugin)
+    assert "registrar" in early.plugins["Misspelt"].error
+    assert set(collect_kinds(early)) == {"canny"}
     # registered after it: the core's own check marks the plugin broken; kinds still work
     collect_kinds(manager)
     info = manager.register_object(Misspelt(), "misspelt")

@@ -13,6 +13,7 @@ from typing import Any
 
 from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
 from diffsynth_core.errors import ConfigError, ModelFileError
+from diffsynth_core.lora_formats import LoraLayout
 
 # name -> the core module that defines it (imported when first asked for)
 _LAZY = {
@@ -30,6 +31,7 @@ __all__ = [
     "ComponentFiles",
     "ConfigError",
     "FamilyOption",
+    "LoraLayout",
     "ModelFamily",
     "ModelFileError",
     "TrainingDefaults",

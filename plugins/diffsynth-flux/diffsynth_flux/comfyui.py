@@ -12,6 +12,10 @@ stay zero), so ``up @ down`` is exactly the slices' updates stacked. Keys are Co
 ``diffusion_model.<name>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha`` (alpha = rank:
 the scale is already folded in). ``norm_out.linear`` is ComfyUI's
 ``final_layer.adaLN_modulation.1`` with its (shift, scale) halves swapped.
+
+The families declare :data:`FLUX_LAYOUT`: the core's one ``comfyui`` format calls
+:func:`to_comfyui_lora` for LoRA files (full weights keep diffusers' bare keys), and reading a
+LoRA for a Flux family calls :func:`from_comfyui_lora`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._core import ModelFileError
+from ._core import LoraLayout, ModelFileError
 
 PREFIX = "diffusion_model."
 
@@ -260,3 +264,14 @@ def _split(native: str, down: Any, up: Any) -> dict[int, tuple[Any, Any]]:
         elif len(cols):
             out[i] = (down[cols], up[o : o + n][:, cols])
     return out
+
+
+def _comfyui_keys(state_dict: dict[str, Any], kind: str) -> dict[str, Any]:
+    return to_comfyui_lora(state_dict) if kind == "lora" else dict(state_dict)
+
+
+def _import_keys(state_dict: dict[str, Any], module_names: list[str]) -> dict[str, Any] | None:
+    return from_comfyui_lora(state_dict)
+
+
+FLUX_LAYOUT = LoraLayout(comfyui_keys=_comfyui_keys, import_keys=_import_keys)

@@ -133,6 +133,8 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
         ),
         build_tiny=build_tiny if variant.guidance_embeds else build_tiny_schnell,
         options=_options(variant),
+        loader="diffsynth_flux.loading:load_family_pipeline",
+        lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
     )
 
 

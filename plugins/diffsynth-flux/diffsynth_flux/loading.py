@@ -73,6 +73,13 @@ def scheduler_config(dit_config: ModelConfig | None) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def load_family_pipeline(
+    family: Any, model_configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any
+) -> Any:
+    """The families' ``loader``: the pipeline of the variant ``family`` names."""
+    return load_flux_pipeline(family.name, model_configs, device, torch_dtype)
+
+
 def load_flux_pipeline(
     family: str, model_configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any
 ) -> Any:

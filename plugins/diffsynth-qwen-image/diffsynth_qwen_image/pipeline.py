@@ -239,11 +239,14 @@ class QwenImagePipeline(BasePipeline):
     # -- LoRA ------------------------------------------------------------------------------
 
     def load_lora(self, path: Any, alpha: float = 1.0, model: str = "dit") -> int:
-        """Merge a LoRA file (any supported key form) into ``model``; returns layers changed."""
+        """Merge a LoRA file (any supported key form) into ``model``; returns layers changed.
+
+        The family's LoRA layout says which prefixes the file may carry (a ControlNet
+        family's ``controlnet.``)."""
         from diffsynth_core.training.lora import merge_lora, read_lora_file
 
         target = getattr(self, model)
-        return merge_lora(target, read_lora_file(path, target), scale=alpha)
+        return merge_lora(target, read_lora_file(path, target, family=self.family), scale=alpha)
 
 
 @functools.cache

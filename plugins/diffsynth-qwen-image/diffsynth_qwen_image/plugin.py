@@ -1,14 +1,13 @@
 """The diffsynth plugin of Qwen-Image (entry point ``qwen-image`` in the group ``diffsynth``).
 
-Imported by every ``diffsynth`` command, so it imports no torch and no diffusers: model code
-is imported inside the hooks that need it.
+Imported by every ``diffsynth`` command, so it imports no torch and no diffusers: the family
+names its loader as ``"module:function"``, imported by the core when a pipeline is loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
 
@@ -55,6 +54,7 @@ def qwen_image_family() -> ModelFamily:
             sample_width=1024,
         ),
         build_tiny=build_tiny,
+        loader="diffsynth_qwen_image.loader:load_qwen_image_pipeline",
         options=(
             FamilyOption(
                 "input_image", "image", help="start from this image (img2img)", command="generate"
@@ -77,13 +77,3 @@ def qwen_image_family() -> ModelFamily:
 def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
     register(qwen_image_family())
 
-
-@hookimpl
-def diffsynth_load_pipeline(
-    family: Any, model_configs: dict[str, Any], device: str, torch_dtype: Any
-) -> Any:
-    if family.name != FAMILY:
-        return None
-    from .loader import load_qwen_image_pipeline
-
-    return load_qwen_image_pipeline(model_configs, device, torch_dtype)

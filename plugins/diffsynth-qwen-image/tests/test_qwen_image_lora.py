@@ -72,9 +72,7 @@ def trained(fresh_pipe: PipeFactory) -> Trained:
 
 def _export(state: dict[str, torch.Tensor], fmt: str, path: Path) -> Path:
     manager = get_plugin_manager()
-    converted = manager.hook.diffsynth_convert_state_dict(
-        state_dict=state, format=fmt, family=manager.get_family("qwen-image"), kind="lora"
-    )
+    converted = manager.convert_state_dict(state, fmt, manager.get_family("qwen-image"), "lora")
     save_file({k: v.contiguous() for k, v in converted.items()}, str(path))
     return path
 

@@ -1,4 +1,4 @@
-"""The ``wan`` and ``comfyui`` checkpoint formats of VACE families: the original Wan2.1 names.
+"""The LoRA layout of VACE families (the original Wan2.1 names) and the ``wan`` format.
 
 diffusers renames the original Wan modules (``blocks.0.self_attn.q`` -> ``blocks.0.attn1.to_q``,
 ``vace_blocks.0.before_proj`` -> ``vace_blocks.0.proj_in`` ...). ComfyUI's Wan models, the
@@ -9,6 +9,11 @@ original names (the form ComfyUI reads, and diffusers' own Wan LoRA converter re
 blocks). Reading accepts these, and kohya / musubi-tuner's ``lora_unet_`` underscore names. The rules below are
 the inverse of diffusers' ``convert_wan_transformer_to_diffusers``; the tests check that this
 function followed by diffusers' gives back every key of the model.
+
+The families declare :data:`WAN_LAYOUT` (``lora_layout="diffsynth_vace.formats:WAN_LAYOUT"``):
+the core's one ``comfyui`` format calls its :func:`convert` and reading calls
+:func:`from_wan_lora`. :data:`WAN_FORMAT` (``--lora-format wan``) writes the same file for
+any family of this layout.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from diffsynth_core.errors import UnknownFormatError
+from diffsynth_core.lora_formats import LoraFormat, LoraLayout, family_layout
 
 # (pattern, replacement), applied in order to each key
 _RULES: tuple[tuple[str, str], ...] = (
@@ -47,8 +55,6 @@ _COMPILED = tuple((re.compile(p), r) for p, r in _RULES)
 LORA_PREFIX = "diffusion_model."
 # ``lora_unet_`` (kohya, musubi-tuner) or ``lora_unet__`` (OneTrainer) + Wan name, dots as "_"
 _KOHYA = re.compile(r"^lora_unet__?")
-# the formats written in Wan names: ComfyUI's Wan models (``comfy.ldm.wan``) use them too
-WAN_FORMATS = ("wan", "comfyui")
 
 
 def to_wan_key(key: str) -> str:
@@ -112,3 +118,26 @@ def _split_lora_key(key: str) -> tuple[str, str, str]:
             module, _, rest = key.partition(marker)
             return module, ".", marker[1:] + rest
     return key, "", ""
+
+
+WAN_LAYOUT = LoraLayout(comfyui_keys=convert, import_keys=from_wan_lora)
+
+
+def export_wan(state_dict: dict[str, Any], family: Any, kind: str) -> dict[str, Any]:
+    """``--lora-format wan``: what ``comfyui`` writes for a family of :data:`WAN_LAYOUT`."""
+    from diffsynth_core.builtins.formats import export_comfyui
+
+    if family is None or family_layout(family) is not WAN_LAYOUT:
+        name = "a hand-written module" if family is None else f"model family {family.name!r}"
+        raise UnknownFormatError(
+            f"--lora-format wan writes the original Wan names; {name} has no Wan layout "
+            "(use diffusers, comfyui or peft)"
+        )
+    return export_comfyui(state_dict, family, kind)
+
+
+WAN_FORMAT = LoraFormat(
+    "wan",
+    "the original Wan2.1 names under diffusion_model. (ComfyUI, the Wan code, DiffSynth-Studio)",
+    export_wan,
+)

@@ -1,13 +1,14 @@
 """The diffsynth plugin of Wan2.1 VACE: the ``wan-vace`` and ``wan-vace-14b`` families.
 
 Entry point ``wan-vace = "diffsynth_vace.plugin"`` in the group ``diffsynth``. Importing this
-module must stay cheap (``diffsynth --help`` imports every plugin): torch and diffusers are
-imported only inside :func:`diffsynth_load_pipeline` and the tiny builder.
+module must stay cheap (``diffsynth --help`` imports every plugin): the families name their
+loader and LoRA layout as ``"module:attribute"``, imported by the core on first use; torch and
+diffusers are imported only there and in the tiny builder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ def _build_tiny(folder: Path) -> None:
     build_tiny(folder)
 
 
+LOADER = "diffsynth_vace.pipeline:WanVacePipeline.from_model_configs"
+LORA_LAYOUT = "diffsynth_vace.formats:WAN_LAYOUT"
+
 FAMILIES = (
     ModelFamily(
         name="wan-vace",
@@ -89,6 +93,8 @@ FAMILIES = (
         defaults=DEFAULTS,
         build_tiny=_build_tiny,
         options=OPTIONS,
+        loader=LOADER,
+        lora_layout=LORA_LAYOUT,
     ),
     ModelFamily(
         name="wan-vace-14b",
@@ -97,9 +103,10 @@ FAMILIES = (
         defaults=DEFAULTS,
         build_tiny=_build_tiny,
         options=OPTIONS,
+        loader=LOADER,
+        lora_layout=LORA_LAYOUT,
     ),
 )
-FAMILY_NAMES = frozenset(f.name for f in FAMILIES)
 
 
 @hookimpl
@@ -108,39 +115,10 @@ def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
         register(family)
 
 
-@hookimpl
-def diffsynth_load_pipeline(
-    family: ModelFamily, model_configs: Mapping[str, Any], device: str, torch_dtype: Any
-) -> Any:
-    if family.name not in FAMILY_NAMES:
-        return None
-    from .pipeline import WanVacePipeline
-
-    return WanVacePipeline.from_model_configs(model_configs, device=device, torch_dtype=torch_dtype)
-
 
 @hookimpl
-def diffsynth_convert_state_dict(
-    state_dict: dict[str, Any], format: str, family: ModelFamily | None, kind: str
-) -> dict[str, Any] | None:
-    """``--lora-format wan`` and ``comfyui``: the original Wan names (ComfyUI's Wan models, the
-    Wan code, DiffSynth-Studio); diffusers' names under ``diffusion_model.`` load nowhere."""
-    from .formats import WAN_FORMATS, convert
+def diffsynth_register_lora_formats(register: Callable[[Any], None]) -> None:
+    """``--lora-format wan`` (the ``comfyui`` file of a Wan-layout family, by its own name)."""
+    from .formats import WAN_FORMAT
 
-    if format not in WAN_FORMATS or family is None or family.name not in FAMILY_NAMES:
-        return None
-
-    return convert(state_dict, kind)
-
-
-@hookimpl
-def diffsynth_import_lora(
-    state_dict: dict[str, Any], family: ModelFamily | None, model: Any
-) -> dict[str, Any] | None:
-    """Read LoRA files in the original Wan names (``--lora-format wan`` / ``comfyui``, ComfyUI,
-    the Wan code, kohya / musubi-tuner ``lora_unet_blocks_0_self_attn_q``)."""
-    if family is None or family.name not in FAMILY_NAMES:
-        return None
-    from .formats import from_wan_lora
-
-    return from_wan_lora(state_dict, (n for n, _ in model.named_modules()))
+    register(WAN_FORMAT)
