@@ -244,6 +244,7 @@ TOY_FAMILY = ModelFamily(
         sample_width=64,
     ),
     build_tiny=build_tiny,
+    loader=load_toy_pipeline,  # the family carries its loader: no hook tests the family name
     options=(
         FamilyOption(
             "caption_prefix", "str", None, "text put in front of every training caption", "train"
@@ -271,14 +272,3 @@ class ToyPlugin:
     def diffsynth_register_models(self, register: Any) -> None:
         register(TOY_FAMILY)
 
-    @hookimpl
-    def diffsynth_load_pipeline(
-        self,
-        family: ModelFamily,
-        model_configs: Mapping[str, Any],
-        device: str,
-        torch_dtype: torch.dtype,
-    ) -> ToyPipeline | None:
-        if family.name != TOY_FAMILY.name:
-            return None
-        return load_toy_pipeline(model_configs, device, torch_dtype)
