@@ -18,9 +18,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.pipeline import load_pipeline
-from diffsynth_core.plugins import get_plugin_manager
-from diffsynth_core.training.presets import tiny_folder
+from diffsynth_core import get_plugin_manager, load_pipeline, tiny_folder
 
 PROMPT = "a red circle in the center, a blue background"
 

@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from diffusers import QwenImagePipeline as DiffusersQwenImagePipeline
 
-from diffsynth_core.pipeline import load_pipeline
-from diffsynth_core.plugins import get_plugin_manager
-from diffsynth_core.training.presets import tiny_folder
+from diffsynth_core import get_plugin_manager, load_pipeline, tiny_folder
 
 PROMPT = "a red circle in the center, a blue background"
 SIZE = dict(height=64, width=64, num_inference_steps=8)

@@ -21,11 +21,13 @@ import sys
 import accelerate
 import torch
 
-from diffsynth_core.data import UnifiedDataset
-from diffsynth_core.training.logger import ModelLogger
-from diffsynth_core.training.losses import FlowMatchSFTLoss
-from diffsynth_core.training.module import DiffusionTrainingModule
-from diffsynth_core.training.runner import launch_training_task
+from diffsynth_core import (
+    DiffusionTrainingModule,
+    FlowMatchSFTLoss,
+    ModelLogger,
+    UnifiedDataset,
+    launch_training_task,
+)
 from diffsynth_qwen_image import ModelConfig, QwenImagePipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -160,7 +160,7 @@ def save_frames(frames: list[Image.Image], folder: Path) -> None:
 
 
 def write_clip(clip: Clip, out: Path) -> dict[str, str]:
-    from diffsynth_core.data.video import save_video
+    from diffsynth_core import save_video
 
     frames = [draw_frame(clip, i) for i in range(clip.frames)]
     control, mask = controls(clip, frames)

@@ -345,9 +345,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "diffusers-format-without-prefix",
-        CORE + "builtins/checkpoints.py",
-        'prefix = f"{component}." if component else ""',
-        'prefix = ""',
+        CORE + "lora_formats.py",
+        '    return {dot + key: value for key, value in state_dict.items()}',
+        "    return dict(state_dict)",
         "diffusers-format LoRA without transformer. prefix: loads with no error and no effect",
         ("tests/platform/test_builtin_plugins.py", "-k", "prefix"),
     ),
@@ -363,8 +363,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "broken-plugin-keeps-losses",
         CORE + "plugins.py",
-        "if entry.plugin == name]:",
-        "if entry.name == name]:",
+        "for loss in [entry.name for entry in self.losses.values() if entry.plugin == name]:",
+        "for loss in [entry.name for entry in self.losses.values() if entry.name == name]:",
         "a broken plugin's losses are matched by loss name, so they stay registered",
         (KILLS, "-k", "loss_behind"),
     ),

@@ -11,8 +11,14 @@ from typing import Any
 
 import click
 
-from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
-from diffsynth_core.errors import DiffSynthError
+from diffsynth_core import (
+    ComponentFiles,
+    DiffSynthError,
+    FamilyOption,
+    ModelFamily,
+    TrainingDefaults,
+    hookimpl,
+)
 
 FAMILY = ModelFamily(
     name="toy-echo",

@@ -73,7 +73,7 @@ def prepare(
     """Write control images into DATASET/control/KIND/ and a metadata file with their column."""
     from functools import partial
 
-    from diffsynth_core.plugins import get_plugin_manager
+    from diffsynth_core import get_plugin_manager
 
     from .kinds import get_kind, parse_params
     from .prepare import prepare_dataset
@@ -94,8 +94,7 @@ def prepare(
 @controlnet.command("kinds")
 def kinds() -> None:
     """List the control kinds that plugins registered."""
-    from diffsynth_core.cli.common import format_table
-    from diffsynth_core.plugins import get_plugin_manager
+    from diffsynth_core import format_table, get_plugin_manager
 
     from .kinds import collect_kinds
 

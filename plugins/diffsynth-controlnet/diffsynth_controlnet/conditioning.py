@@ -16,8 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from diffsynth_core.data.images import crop_and_resize
-from diffsynth_core.errors import BadSampleError, ConfigError
+from diffsynth_core import BadSampleError, ConfigError, crop_and_resize
 
 ASPECT_TOLERANCE = 0.02
 ROUNDING_PIXELS = 16

@@ -19,8 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from diffsynth_core.errors import ConfigError
-from diffsynth_core.loading import load_state_dict
+from diffsynth_core import ConfigError, load_state_dict
 
 from .models import controlnet_state_dict, infer_config, save_controlnet
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily
-from diffsynth_core.lora_formats import LoraLayout
+from diffsynth_core import ComponentFiles, FamilyOption, LoraLayout, ModelFamily
 
 FAMILY = "qwen-image-controlnet"
 BASE_FAMILY = "qwen-image"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from diffsynth_core.errors import ConfigError, PluginError
+from diffsynth_core import ConfigError, PluginError
 
 HOOK = "diffsynth_register_control_kinds"
 

@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffsynth_core.errors import ConfigError, ModelFileError
-from diffsynth_core.loading import ModelConfig
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError
 
 from .family import CONTROLNET_FILE, CONTROLNET_SUBFOLDER, FAMILY
 from .models import attach_controlnets, load_controlnet, new_controlnet, new_source, split_sources
@@ -69,7 +68,7 @@ def load_controlnet_pipeline(
     """
     import torch
 
-    from diffsynth_core.pipeline import load_pipeline
+    from diffsynth_core import load_pipeline
 
     options = {
         "controlnet": controlnet,

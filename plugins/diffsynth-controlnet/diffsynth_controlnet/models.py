@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.errors import ConfigError, ModelFileError
-from diffsynth_core.loading import ModelConfig, load_state_dict
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError, load_state_dict
 
 from .family import CONTROLNET_FILE, CONTROLNET_REPO, CONTROLNET_SUBFOLDER
 

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsynth_core.data.files import resolve_inside
-from diffsynth_core.data.folder import scan_folder
-from diffsynth_core.data.images import read_image
-from diffsynth_core.data.metadata import Row, check_columns, read_metadata
-from diffsynth_core.errors import BadSampleError, DatasetError
+from diffsynth_core import (
+    BadSampleError,
+    DatasetError,
+    Row,
+    check_columns,
+    read_image,
+    read_metadata,
+    resolve_inside,
+    scan_folder,
+)
 
 logger = logging.getLogger(__name__)
 CONTROL_FOLDER = "control"

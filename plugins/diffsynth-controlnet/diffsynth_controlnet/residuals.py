@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.training.module import set_gradient_checkpointing
+from diffsynth_core import set_gradient_checkpointing
 
 from .conditioning import ControlSettings
 from .models import controlnets

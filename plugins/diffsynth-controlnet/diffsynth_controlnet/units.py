@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffsynth_core.errors import ConfigError
-from diffsynth_core.pipeline import PipelineUnit
+from diffsynth_core import ConfigError, PipelineUnit
 from diffsynth_qwen_image.latents import normalize, pack_latents
 
 from .conditioning import as_image_list, binarize_mask, control_settings, fit_to_target

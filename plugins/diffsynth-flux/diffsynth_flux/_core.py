@@ -1,7 +1,7 @@
 """Every name this plugin takes from diffsynth-core, in one place.
 
-The core's public face (``docs/api.md``) does not exist yet; when it does, this module is the
-only one to change. The registration names are imported eagerly (they are torch-free, and
+All of them come from the core's public face (``docs/api.md``); this module is the only one
+that imports diffsynth_core. The registration names are imported eagerly (they are torch-free, and
 ``plugin.py`` / ``family.py`` must stay cheap); the rest import torch and are resolved on first
 use through ``__getattr__``.
 """
@@ -11,20 +11,27 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from diffsynth_core import ComponentFiles, FamilyOption, ModelFamily, TrainingDefaults, hookimpl
-from diffsynth_core.errors import ConfigError, ModelFileError
-from diffsynth_core.lora_formats import LoraLayout
+from diffsynth_core import (
+    ComponentFiles,
+    ConfigError,
+    FamilyOption,
+    LoraLayout,
+    ModelFamily,
+    ModelFileError,
+    TrainingDefaults,
+    hookimpl,
+)
 
-# name -> the core module that defines it (imported when first asked for)
+# names whose core modules import torch: resolved from the face when first asked for
 _LAZY = {
-    "ModelConfig": "diffsynth_core.loading",
-    "BasePipeline": "diffsynth_core.pipeline",
-    "PipelineUnit": "diffsynth_core.pipeline",
-    "FlowMatchConfig": "diffsynth_core.scheduler",
-    "FlowMatchScheduler": "diffsynth_core.scheduler",
-    "set_gradient_checkpointing": "diffsynth_core.training.module",
-    "merge_lora": "diffsynth_core.training.lora",
-    "read_lora_file": "diffsynth_core.training.lora",
+    "ModelConfig": "diffsynth_core",
+    "BasePipeline": "diffsynth_core",
+    "PipelineUnit": "diffsynth_core",
+    "FlowMatchConfig": "diffsynth_core",
+    "FlowMatchScheduler": "diffsynth_core",
+    "set_gradient_checkpointing": "diffsynth_core",
+    "merge_lora": "diffsynth_core",
+    "read_lora_file": "diffsynth_core",
 }
 
 __all__ = [

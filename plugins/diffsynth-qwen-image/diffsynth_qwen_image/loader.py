@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from diffsynth_core.errors import ConfigError, ModelFileError, UnknownModelError
-from diffsynth_core.loading import ModelConfig
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError, UnknownModelError
 
 FAMILY = "qwen-image"
 REPO = "Qwen/Qwen-Image"
@@ -143,7 +142,7 @@ def load_qwen_image_pipeline(
 def load_through_hooks(configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any) -> Any:
     """Load via ``diffsynth_core.pipeline.load_pipeline`` so other plugins' units join in;
     straight from the configs when this plugin is not loaded (DIFFSYNTH_LOAD_PLUGINS)."""
-    from diffsynth_core.pipeline import load_pipeline
+    from diffsynth_core import load_pipeline
 
     try:
         return load_pipeline(FAMILY, configs, device=device, torch_dtype=torch_dtype)

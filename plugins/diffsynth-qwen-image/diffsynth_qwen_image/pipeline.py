@@ -16,10 +16,13 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.loading import ModelConfig
-from diffsynth_core.pipeline import BasePipeline
-from diffsynth_core.scheduler import FlowMatchConfig, FlowMatchScheduler
-from diffsynth_core.training.module import set_gradient_checkpointing
+from diffsynth_core import (
+    BasePipeline,
+    FlowMatchConfig,
+    FlowMatchScheduler,
+    ModelConfig,
+    set_gradient_checkpointing,
+)
 
 from .latents import denormalize, img_shapes_for, normalize, pack_latents, unpack_latents
 from .units import default_units
@@ -243,7 +246,7 @@ class QwenImagePipeline(BasePipeline):
 
         The family's LoRA layout says which prefixes the file may carry (a ControlNet
         family's ``controlnet.``)."""
-        from diffsynth_core.training.lora import merge_lora, read_lora_file
+        from diffsynth_core import merge_lora, read_lora_file
 
         target = getattr(self, model)
         return merge_lora(target, read_lora_file(path, target, family=self.family), scale=alpha)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.pipeline import PipelineUnit
+from diffsynth_core import PipelineUnit
 
 from .latents import as_latent_grid, latent_size
 

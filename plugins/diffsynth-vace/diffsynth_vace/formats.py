@@ -22,8 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from diffsynth_core.errors import UnknownFormatError
-from diffsynth_core.lora_formats import LoraFormat, LoraLayout, family_layout
+from diffsynth_core import LoraFormat, LoraLayout, UnknownFormatError, family_layout
 
 # (pattern, replacement), applied in order to each key
 _RULES: tuple[tuple[str, str], ...] = (
@@ -125,7 +124,7 @@ WAN_LAYOUT = LoraLayout(comfyui_keys=convert, import_keys=from_wan_lora)
 
 def export_wan(state_dict: dict[str, Any], family: Any, kind: str) -> dict[str, Any]:
     """``--lora-format wan``: what ``comfyui`` writes for a family of :data:`WAN_LAYOUT`."""
-    from diffsynth_core.builtins.formats import export_comfyui
+    from diffsynth_core import export_comfyui
 
     if family is None or family_layout(family) is not WAN_LAYOUT:
         name = "a hand-written module" if family is None else f"model family {family.name!r}"

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.errors import ConfigError
-from diffsynth_core.loading import ModelConfig
+from diffsynth_core import ConfigError, ModelConfig
 
 from .sampler import read_scheduler_config
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffsynth_core.errors import ConfigError
+from diffsynth_core import ConfigError
 
 Clip = Sequence[Image.Image]
 
@@ -96,6 +96,6 @@ def numpy_to_frames(array: np.ndarray) -> list[Image.Image]:
 
 def save_mp4(frames: Sequence[Image.Image], path: str | os.PathLike[str], fps: float = 16) -> Path:
     """Write frames as an mp4 (Wan2.1 makes 16 fps clips) with the core's ``save_video``."""
-    from diffsynth_core.data.video import save_video
+    from diffsynth_core import save_video
 
     return save_video(list(frames), path, fps=fps)

@@ -17,9 +17,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.pipeline import BasePipeline
-from diffsynth_core.scheduler import FlowMatchScheduler
-from diffsynth_core.training.module import set_gradient_checkpointing
+from diffsynth_core import BasePipeline, FlowMatchScheduler, set_gradient_checkpointing
 
 from .conditioning import decode_latents
 from .loading import load_components
@@ -84,7 +82,7 @@ class WanVacePipeline(BasePipeline):
         """A local copy of an official ``*-diffusers`` repository, a hub id, or the seed's
         ``model_configs`` (+ ``tokenizer_config``); through ``load_pipeline``, so units other
         plugins contribute are added."""
-        from diffsynth_core.pipeline import load_pipeline
+        from diffsynth_core import load_pipeline
 
         from .loading import by_component, repo_model_configs
         from .plugin import REPO_14B
@@ -101,7 +99,7 @@ class WanVacePipeline(BasePipeline):
 
     def load_lora(self, path: str, alpha: float = 1.0, model: str = "dit") -> int:
         """Merge a LoRA file (any supported key form) into ``model``; returns modules changed."""
-        from diffsynth_core.training.lora import merge_lora, read_lora_file
+        from diffsynth_core import merge_lora, read_lora_file
 
         target = getattr(self, model)
         return merge_lora(target, read_lora_file(path, target, family=self.family), alpha)

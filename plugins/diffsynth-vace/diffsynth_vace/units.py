@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core.errors import ConfigError
-from diffsynth_core.pipeline import PipelineUnit
+from diffsynth_core import ConfigError, PipelineUnit
 
 from .conditioning import (
     TEMPORAL,
