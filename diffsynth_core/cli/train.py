@@ -18,6 +18,7 @@ import click
 from ..training.settings import SETTINGS, click_option
 from .common import FamilyCommand
 
+
 def train_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """One click option per setting of training/settings.py, in their order."""
     for setting in reversed(SETTINGS):

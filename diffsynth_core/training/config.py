@@ -58,14 +58,7 @@ def check_ranges(config: Any) -> None:
 def check_types(values: dict[str, Any], where: str) -> None:
     """A config-file value of the wrong type is an error naming the key and the file."""
     for name, value in values.items():
-        allowed = (BY_NAME[name].type,)
-        if value is None or (
-            float in allowed and isinstance(value, int) and not isinstance(value, bool)
-        ):
-            continue
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            wanted = " or ".join(t.__name__ for t in allowed)
-            raise ConfigError(f"{name} in {where} must be {wanted}, not {value!r}")
+        BY_NAME[name].check_type(value, f"{name} in {where}")
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

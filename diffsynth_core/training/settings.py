@@ -64,6 +64,16 @@ class Setting:
     def optional(self) -> bool:
         return self.default is None
 
+    def check_type(self, value: Any, label: str) -> None:
+        """Raise ConfigError when ``value`` is not of this setting's type (an int is a float,
+        a bool is no int); None is "not given"."""
+        from ..errors import ConfigError
+
+        if value is None or (self.type is float and isinstance(value, int) and not isinstance(value, bool)):
+            return
+        if not isinstance(value, self.type) or (isinstance(value, bool) and self.type is not bool):
+            raise ConfigError(f"{label} must be {self.type.__name__}, not {value!r}")
+
     def check(self, value: Any, label: str | None = None) -> None:
         """Raise ConfigError when ``value`` is outside this setting's bounds or choices."""
         from ..errors import ConfigError
