@@ -99,7 +99,8 @@ def split_file_values(
 
 
 def family_defaults(family: Any, explicit: dict[str, Any]) -> dict[str, Any]:
-    """The family's TrainingDefaults as TrainConfig values.
+    """The family's TrainingDefaults as TrainConfig values: the settings declared with
+    ``family_default``, and the family's choice of what to train.
 
     When the user names neither ``--trainable-models`` nor ``--lora-base-model``, the family
     decides: full training of ``defaults.trainable_models`` if it sets one, else LoRA on
@@ -107,7 +108,9 @@ def family_defaults(family: Any, explicit: dict[str, Any]) -> dict[str, Any]:
     """
     d = family.defaults
     values = {name: getattr(d, name) for name in FAMILY_DEFAULTED}
-    values["data_file_keys"] = ",".join(d.data_file_keys)
+    for name in COMMA_LISTS:  # a family's tuple of keys reads as the flag's comma list
+        if isinstance(values.get(name), (list, tuple)):
+            values[name] = ",".join(values[name])
     if not explicit.get("trainable_models"):
         if getattr(d, "trainable_models", None) and not explicit.get("lora_base_model"):
             values["trainable_models"] = d.trainable_models  # the family trains whole models

@@ -128,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("max_pixels", int, 1024 * 1024, "pixel budget per image when height/width are not fixed [family default]", "data", low=1, family_default=True, on_resume="refuse"),
     S("num_frames", int, None, "frames per clip for video families [family default]", "data", low=1, family_default=True, on_resume="refuse"),
     S("repeat", int, 1, "repeat the dataset this many times per epoch [1]", "data", low=1, on_resume="refuse"),
-    S("data_file_keys", str, None, "comma list of metadata columns that name files [family default]", "data", comma_list=True, on_resume="refuse"),
+    S("data_file_keys", str, None, "comma list of metadata columns that name files [family default]", "data", comma_list=True, family_default=True, on_resume="refuse"),
     S("save_every_n_steps", int, None, "also save a checkpoint (and training state) every N steps", "saving", low=1, owner="logger"),
     S("keep_last", int, None, "keep only the newest K step checkpoints and K training states", "saving", low=1, owner="logger"),
     S("lora_format", str, "diffusers", "key format of saved LoRA files: diffusers, comfyui, peft or a plugin's [diffusers]", "saving"),
