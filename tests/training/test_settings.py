@@ -77,8 +77,8 @@ def test_every_setting_is_in_the_flag_table_of_docs_training_md() -> None:
 FAKE_SETTING = """
 import json, sys, dataclasses
 from diffsynth_core.training import settings
-fake = settings.Setting("fake_knob", int, 5, "a knob declared only in this test [5]", "run",
-                        low=2, on_resume="refuse", owner="runner")
+fake = settings.Setting("fake_knob", int, 5, "run", low=2, on_resume="refuse", owner="runner",
+                        help="a knob declared only in this test [5]")
 settings.SETTINGS = (*settings.SETTINGS, fake)
 settings.BY_NAME = {s.name: s for s in settings.SETTINGS}
 from click.testing import CliRunner
