@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError, ResumeError
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
+from .settings import SETTINGS
 
 METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl")
 
@@ -225,22 +226,20 @@ def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
 
 
 def run_options(run: TrainRun) -> dict[str, Any]:
-    """The keyword options of launch_training_task."""
+    """The keyword options of launch_training_task: the settings the runner holds (``owner``
+    "runner" in settings.py). Those of the accelerator, dataset and logger went into them
+    when they were built."""
     from .sampling import read_prompts
 
     c, d = run.config, run.family.defaults
-    names = (
-        "batch_size", "gradient_accumulation_steps", "max_steps", "lr_scheduler", "warmup_steps", "max_grad_norm", "seed",
-        "optimizer", "weight_decay", "num_workers", "resume", "save_every_n_steps", "keep_last", "sample_every",
-        "sample_steps", "on_bad_sample", "cache_features",
-    )  # fmt: skip
-    options = {name: getattr(c, name) for name in names}
+    options = {s.name: getattr(c, s.name) for s in SETTINGS if s.owner == "runner"}
     options["sample_prompts"] = read_prompts(c.sample_prompts) if c.sample_prompts else []
     options["sample_height"], options["sample_width"] = (
         c.height or d.sample_height,
         c.width or d.sample_width,
     )
     options["sample_seed"], options["output_path"] = c.seed, Path(c.output)
+    options["seeded"] = True  # _train seeded the run before building the model
     return options
 
 
@@ -270,12 +269,10 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
 
 
 def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
-    from accelerate.utils import set_seed
-
     from .atomic import atomic_write_json
     from .batches import EpochBatches
     from .lock import remove_previous_run
-    from .runner import finished_run, launch_training_task
+    from .runner import finished_run, launch_training_task, seed_run
     from .summary import startup_summary
 
     c, output = run.config, Path(run.config.output)
@@ -287,7 +284,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     if finished is not None:
         finished.main_process = accelerator.is_main_process
         return finished
-    set_seed(c.seed)  # LoRA initialisation: the same on every run and every process
+    seed_run(accelerator, c.seed)  # the run's one seeding: LoRA initialisation, noise, timesteps
     module, where = build_module(run, accelerator)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
@@ -301,9 +298,8 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         atomic_write_json(output / "training_args.json", args)
 
     return launch_training_task(
-        accelerator, dataset, module, logger, c.learning_rate, num_epochs=c.num_epochs,
-        on_start=on_start, **run_options(run),
-    )  # fmt: skip
+        accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
+    )
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:

@@ -4,48 +4,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .settings import BY_NAME, SETTINGS, type_hint
+
+# Owned by an object in a seed-style run (the Accelerator, the dataset, the ModelLogger): as
+# options they default to None, "what the object was built with"
+OBJECT_OWNED = tuple(s.name for s in SETTINGS if s.owner in ("accelerator", "dataset", "logger"))
+
+# the settings that reach the training loop, generated from their declarations (settings.py)
+_RunSettings = make_dataclass(
+    "_RunSettings",
+    [
+        (s.name, type_hint(s) if s.name not in OBJECT_OWNED else s.type | None,
+         field(default=None if s.name in OBJECT_OWNED else s.default))
+        for s in SETTINGS
+        if s.owner != "config"
+    ],
+)  # fmt: skip
 
 
 @dataclass
-class RunOptions:
-    """Everything the training loop can be told; the CLI flags map one to one onto these.
+class RunOptions(_RunSettings):  # type: ignore[valid-type,misc]
+    """Everything the training loop can be told: the settings declared with an ``owner``
+    other than ``config`` in settings.py (same names, defaults and bounds), and the few below.
 
-    ``max_steps`` (optimizer steps) wins over ``num_epochs`` when given. ``save_every_n_steps``
-    and ``keep_last`` default to the ModelLogger's own; training states (for resume) are saved
-    with every step checkpoint, at every epoch end, at the end, on SIGINT/SIGTERM and before
-    stopping on a non-finite loss; ``keep_last`` (default 1) of them are kept.
+    ``max_steps`` (optimizer steps) wins over ``num_epochs`` when given. The settings of an
+    object the caller built -- ``gradient_accumulation_steps`` (the Accelerator),
+    ``on_bad_sample`` (the dataset), ``save_every_n_steps`` and ``keep_last`` (the
+    ModelLogger) -- default to that object's own; see :func:`~.runner.launch_training_task`.
+    Training states (for resume) are saved with every step checkpoint, at every epoch end, at
+    the end, on SIGINT/SIGTERM and before stopping on a non-finite loss; ``keep_last``
+    (default 1) of them are kept.
     """
 
-    learning_rate: float = 1e-4
-    num_epochs: int = 1
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    max_steps: int | None = None
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float | None = None
-    seed: int = 0
-    optimizer: str = "AdamW"
-    weight_decay: float | None = None
-    num_workers: int = 0
-    resume: str | None = None
-    save_every_n_steps: int | None = None
-    keep_last: int | None = None
     sample_prompts: list[str] = field(default_factory=list)
-    sample_every: int | None = None
     sample_height: int = 512
     sample_width: int = 512
-    sample_steps: int = 20
     sample_seed: int = 0
-    on_bad_sample: str | None = None
-    cache_features: bool = False
     output_path: Path | None = None
     progress: bool = True
+    # the caller seeded every RNG (runner.seed_run) before building the model, as
+    # ``diffsynth train`` does: the run seeds nothing again
+    seeded: bool = False
     # called on the main process once the run is known to start (every check passed, the
     # resumed state loaded), before anything is written: ``diffsynth train`` writes
     # training_args.json there, and clears the previous run under --overwrite
@@ -66,29 +70,11 @@ class RunOptions:
         return options
 
     def check(self) -> None:
-        positive = {
-            "num_epochs": self.num_epochs,
-            "batch_size": self.batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-        }
-        optional = {
-            "max_steps": self.max_steps,
-            "save_every_n_steps": self.save_every_n_steps,
-            "keep_last": self.keep_last,
-            "sample_every": self.sample_every,
-        }
-        for name, value in {
-            **positive,
-            **{k: v for k, v in optional.items() if v is not None},
-        }.items():
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(
-                f"learning_rate must be a positive number, not {self.learning_rate!r}"
-            )
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ConfigError(f"max_grad_norm must be positive, not {self.max_grad_norm!r}")
+        """Each setting's type and bounds, as declared; then what they allow together."""
+        for item in fields(_RunSettings):
+            setting = BY_NAME[item.name]
+            setting.check_type(getattr(self, item.name), item.name)
+            setting.check(getattr(self, item.name), item.name)
         if self.cache_features and self.batch_size > 1:
             raise ConfigError(
                 "--cache-features caches one sample at a time: use --batch-size 1 with "

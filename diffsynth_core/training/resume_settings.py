@@ -5,7 +5,7 @@ flag, or with every flag of the first start; either way the run continues as it 
 The saved settings are the base. A setting given on this start (a flag, or a ``--config``
 value) that differs from the saved one:
 
-* is refused when the saved state depends on it (:data:`BREAKING`: the model, the data and
+* is refused when the saved state depends on it (``on_resume="refuse"`` in :mod:`.settings`: the model, the data and
   its order, the LoRA layout, the optimizer), naming the setting and both values;
 * otherwise replaces the saved value, and the start-up summary lists it, one line each
   (``max_steps: 4 -> 8 (from the command line)``). Changing the learning rate or its schedule
@@ -16,29 +16,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ResumeError
-from .config import COMMA_LISTS, TrainConfig
+from .config import COMMA_LISTS
+from .settings import SETTINGS
 
 SAVED_ARGS = "training_args.json"
 
-# what the saved weights, optimizer state and data position depend on
-BREAKING = (
-    "model", "preset", "dataset", "metadata", "seed", "batch_size", "gradient_accumulation_steps",
-    "lora_base_model", "lora_target_modules", "lora_rank", "lora_alpha", "lora_checkpoint",
-    "trainable_models", "optimizer", "loss", "height", "width", "max_pixels", "num_frames",
-    "repeat", "data_file_keys",
-)  # fmt: skip
-# allowed, but the steps from here on differ from those of the unbroken run
-CHANGES_TRAINING = (
-    "learning_rate", "lr_scheduler", "warmup_steps", "max_grad_norm", "weight_decay",
-    "mixed_precision", "timestep_sampling", "min_timestep_boundary", "max_timestep_boundary",
-)  # fmt: skip
-NOT_COMPARED = ("resume", "output", "check_data", "overwrite")
-PATHS = ("dataset", "metadata", "model_path", "sample_prompts", "lora_checkpoint")
+# each setting's ``on_resume`` (settings.py): what the saved weights, optimizer state and data
+# position depend on; what is allowed but makes the steps from here on differ from those of the
+# unbroken run; and what this start asks for itself
+BREAKING = tuple(s.name for s in SETTINGS if s.on_resume == "refuse")
+CHANGES_TRAINING = tuple(s.name for s in SETTINGS if s.on_resume == "differs")
+NOT_COMPARED = tuple(s.name for s in SETTINGS if s.on_resume == "per_start")
+PATHS = tuple(s.name for s in SETTINGS if s.path)
 DIFFERS = "; the run now differs from an unbroken one"
 
 
@@ -90,7 +84,7 @@ def resume_settings(
     ``origins`` says where each given value came from (``from the command line``); the
     overrides are listed one per line, the refused changes in one error line.
     """
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    defaults = {s.name: s.default for s in SETTINGS}
     config = {k: v for k, v in saved["config"].items() if k in defaults}
     for name in NOT_COMPARED:  # what this start asks (a saved --overwrite would delete the state)
         config[name] = defaults[name]

@@ -11,6 +11,7 @@ feature cache (:mod:`.cache`).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from contextlib import nullcontext
@@ -95,7 +96,8 @@ def launch_training_task(
             options[name] = value
     learning_rate = options.pop("learning_rate")
     opts = RunOptions.create(learning_rate=learning_rate, **options)
-    output = _prepare_run(accelerator, dataset, model_logger, opts)
+    opts, dataset, model_logger = _built_with(accelerator, dataset, model_logger, opts)
+    output = _prepare_run(accelerator, model_logger, opts)
     plan = EpochBatches.for_run(dataset, opts, accelerator)
     total_steps = opts.total_steps(plan.steps_per_epoch)
     finished = finished_run(output, opts.resume, plan.layout(), total_steps)
@@ -254,8 +256,55 @@ def _seed_arguments(args: Any, **given: Any) -> dict[str, Any]:
     }  # fmt: skip
     return {k: getattr(args, names[k], v) for k, v in given.items()}
 
-def _prepare_run(accelerator: Any, dataset: Any, model_logger: Any, opts: RunOptions) -> Path:
-    """Checks and settings before anything is built; returns the output folder."""
+def _built_with(
+    accelerator: Any, dataset: Any, model_logger: Any, opts: RunOptions
+) -> tuple[RunOptions, Any, Any]:
+    """The options completed with the settings the objects were built with, and the objects.
+
+    ``diffsynth train`` builds the Accelerator, dataset and ModelLogger with their settings and
+    passes none of them as options. A seed-style script may build its dataset or ModelLogger
+    without ``on_bad_sample`` / ``save_every_n_steps`` / ``keep_last`` and pass them here (the
+    seed's ``save_steps``): the run then uses a copy built with them, and the caller's objects
+    stay as they were built. accelerate counts the accumulation inside the Accelerator, which
+    cannot be copied: ``gradient_accumulation_steps`` is given to ``Accelerator(...)``.
+    """
+    built = accelerator.gradient_accumulation_steps
+    if opts.gradient_accumulation_steps not in (None, built):
+        raise ConfigError(
+            f"gradient_accumulation_steps={opts.gradient_accumulation_steps}, but the Accelerator "
+            f"was built with {built}: build it with Accelerator(gradient_accumulation_steps="
+            f"{opts.gradient_accumulation_steps}) (accelerate counts the accumulation)"
+        )
+    dataset = _copy_with(dataset, on_bad_sample=opts.on_bad_sample)
+    model_logger = _copy_with(
+        model_logger, save_every_n_steps=opts.save_every_n_steps, keep_last=opts.keep_last
+    )
+    opts = replace(
+        opts, gradient_accumulation_steps=built, on_bad_sample=getattr(dataset, "on_bad_sample", None),
+        save_every_n_steps=model_logger.save_every_n_steps, keep_last=model_logger.keep_last,
+    )  # fmt: skip
+    return opts, dataset, model_logger
+
+
+def _copy_with(built: Any, **settings: Any) -> Any:
+    """``built`` itself when it already holds every given setting, else a copy that does.
+    (A setting the object does not have, such as a plain torch Dataset's on_bad_sample, is
+    not its concern.)"""
+    differ = {
+        name: value
+        for name, value in settings.items()
+        if value is not None and hasattr(built, name) and getattr(built, name) != value
+    }
+    if not differ:
+        return built
+    configured = copy.copy(built)
+    configured.__dict__.update(differ)
+    return configured
+
+
+def _prepare_run(accelerator: Any, model_logger: Any, opts: RunOptions) -> Path:
+    """Checks before anything is built, and the one seeding of the run; returns the output
+    folder."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > accelerator.num_processes:  # processes that each think they are alone
         raise ConfigError(
@@ -263,24 +312,22 @@ def _prepare_run(accelerator: Any, dataset: Any, model_logger: Any, opts: RunOpt
             "without GPUs, set ACCELERATE_USE_CPU=1 (e.g. `ACCELERATE_USE_CPU=1 accelerate launch "
             "--multi_gpu --num_processes 2 ...`) so they train together over gloo."
         )
-    if opts.save_every_n_steps is not None:
-        model_logger.save_every_n_steps = opts.save_every_n_steps
-    if opts.keep_last is not None:
-        model_logger.keep_last = opts.keep_last
-    if opts.on_bad_sample and hasattr(dataset, "on_bad_sample"):
-        dataset.on_bad_sample = opts.on_bad_sample
-    accelerator.gradient_accumulation_steps = opts.gradient_accumulation_steps
-    from accelerate.utils import set_seed
-
-    set_seed(
-        opts.seed + accelerator.process_index
-    )  # the same run every time; other noise per process
+    if not opts.seeded:
+        seed_run(accelerator, opts.seed)
     output = Path(opts.output_path or model_logger.output_path)
     if accelerator.is_main_process:
         clean_temporaries(output)  # what a killed save left behind
         clean_temporaries(output / "state")
     accelerator.wait_for_everyone()
     return output
+
+
+def seed_run(accelerator: Any, seed: int) -> None:
+    """Seed every RNG with ``seed`` + the process index: the same run every time, other noise
+    per process (the model's initial weights are rank 0's: ``prepare`` broadcasts them)."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed + accelerator.process_index)
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -16,8 +16,31 @@ def _per_step(plan: Any) -> str:
     return f"{real} per step (not {nominal}: batches hold at most the samples of one size bucket)"
 
 
+# settings the lines above already show; the others are listed by section when not the default
+SHOWN = {
+    "model", "preset", "model_path", "dataset", "repeat", "output", "batch_size",
+    "gradient_accumulation_steps", "max_steps", "num_epochs", "learning_rate", "lr_scheduler",
+    "mixed_precision", "lora_rank", "lora_base_model", "lora_target_modules", "trainable_models",
+}  # fmt: skip
+
+
+def settings_lines(config: Any) -> list[str]:
+    """One line per section (settings.py) of the settings given a value other than the
+    declared default, e.g. ``  saving      : save_every_n_steps 3, keep_last 2``."""
+    from .settings import SETTINGS
+
+    sections: dict[str, list[str]] = {}
+    for s in SETTINGS:
+        value = getattr(config, s.name)
+        if s.name not in SHOWN and s.on_resume != "per_start" and value != s.default:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            sections.setdefault(s.section, []).append(f"{s.name} {shown}")
+    return [f"  {section:<12}: {', '.join(items)}" for section, items in sections.items()]
+
+
 def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator: Any) -> str:
-    """Family, model files, trainable parameters, data, effective batch, steps, output."""
+    """Family, model files, trainable parameters, data, effective batch, steps, output, and
+    every other setting not at its default."""
     from ..data import validate
     from .batches import EpochBatches
 
@@ -54,6 +77,7 @@ def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator
         f"  batch       : {c.batch_size} x {c.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es) = {_per_step(plan)}",
         f"  steps       : {steps} ({plan.steps_per_epoch} per epoch), lr {c.learning_rate:g} {c.lr_scheduler}, precision {accelerator.mixed_precision}",
         f"  output      : {c.output}",
+        *settings_lines(c),
     ]
     if getattr(run, "overrides", None):  # --resume: the saved settings, then each change
         lines.append(f"  resumed     : {run.overrides[0]}")

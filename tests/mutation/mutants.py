@@ -190,8 +190,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "runner-ignores-bad-sample-policy",
         CORE + "training/runner.py",
-        'if opts.on_bad_sample and hasattr(dataset, "on_bad_sample"):',
-        'if opts.on_bad_sample and hasattr(dataset, "bad_sample_policy"):',
+        "dataset = _copy_with(dataset, on_bad_sample=opts.on_bad_sample)",
+        "dataset = _copy_with(dataset, bad_sample_policy=opts.on_bad_sample)",
         "the runner never hands --on-bad-sample to the dataset (error silently means skip)",
         (RUNNER_TESTS, "-k", "error_policy"),
     ),

@@ -66,7 +66,9 @@ def train(
     logger = ModelLogger(output, remove_prefix_in_ckpt="pipe.dit.", save_every_epoch=False)
     options.setdefault("progress", False)
     return launch_training_task(
-        Accelerator(cpu=True), dataset, module, logger, learning_rate, num_epochs=num_epochs, **options
+        # accelerate counts the accumulation: the Accelerator is built with it, as in the seed
+        Accelerator(cpu=True, gradient_accumulation_steps=options.get("gradient_accumulation_steps", 1)),
+        dataset, module, logger, learning_rate, num_epochs=num_epochs, **options
     )
 
 
