@@ -68,7 +68,7 @@ def test_every_format_at_the_trained_strength(
 ) -> None:
     from diffusers import QwenImageControlNetModel
 
-    from diffsynth_core.training.lora import merge_lora, read_lora_file
+    from diffsynth_core.lora.inject import merge_lora, read_lora_file
     from diffsynth_core.training.module import switch_pipe_to_training_mode
 
     path, names = trained["files"][fmt], trained["names"]
