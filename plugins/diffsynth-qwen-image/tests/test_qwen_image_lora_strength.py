@@ -25,7 +25,7 @@ from diffsynth_core.testing.lora_strength import (
     rebuild_trained,
     train_with_cli,
 )
-from diffsynth_qwen_image.plugin import LORA_TARGETS
+from diffsynth_qwen_image.family import LORA_TARGETS
 
 DATA = Path(__file__).resolve().parents[3] / "examples" / "qwen_image" / "data"
 RANK, ALPHA = 4, 8.0

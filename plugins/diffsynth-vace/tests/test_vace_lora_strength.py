@@ -21,7 +21,7 @@ from diffsynth_core.testing.lora_strength import (
     rebuild_trained,
     train_with_cli,
 )
-from diffsynth_vace.plugin import LORA_TARGETS
+from diffsynth_vace.family import LORA_TARGETS
 
 RANK, ALPHA = 4, 8.0
 FORMATS = ("diffusers", "comfyui", "wan", "peft")
