@@ -52,7 +52,7 @@ def worker(tiny: Path, frames: int, size: int, steps: int, threads: int) -> dict
     from diffsynth_core.pipeline import load_pipeline
     from diffsynth_core.training.losses import FlowMatchSFTLoss
     from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
-    from diffsynth_vace.plugin import LORA_TARGETS
+    from diffsynth_vace.family import LORA_TARGETS
 
     pipe = load_pipeline("wan-vace", model_path=str(tiny))
     switch_pipe_to_training_mode(

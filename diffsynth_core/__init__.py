@@ -48,14 +48,14 @@ _LAZY: dict[str, str] = {
     "FlowMatchConfig": "diffsynth_core.scheduler",
     "FlowMatchScheduler": "diffsynth_core.scheduler",
     "get_plugin_manager": "diffsynth_core.plugins",
-    "tiny_folder": "diffsynth_core.training.presets",
+    "tiny_folder": "diffsynth_core.cli.run.presets",
     # LoRA formats and files
-    "LoraFormat": "diffsynth_core.lora_formats",
-    "LoraLayout": "diffsynth_core.lora_formats",
-    "family_layout": "diffsynth_core.lora_formats",
-    "export_comfyui": "diffsynth_core.builtins.formats",
-    "merge_lora": "diffsynth_core.training.lora",
-    "read_lora_file": "diffsynth_core.training.lora",
+    "LoraFormat": "diffsynth_core.lora.formats",
+    "LoraLayout": "diffsynth_core.lora.formats",
+    "family_layout": "diffsynth_core.lora.formats",
+    "export_comfyui": "diffsynth_core.lora.builtin_formats",
+    "merge_lora": "diffsynth_core.lora.inject",
+    "read_lora_file": "diffsynth_core.lora.inject",
     # training (the seed's API)
     "DiffusionTrainingModule": "diffsynth_core.training.module",
     "switch_pipe_to_training_mode": "diffsynth_core.training.module",
@@ -142,8 +142,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see for the lazy names
-    from .builtins.formats import export_comfyui
     from .cli.common import format_table
+    from .cli.run.presets import tiny_folder
     from .data import UnifiedDataset
     from .data.files import resolve_inside
     from .data.folder import scan_folder
@@ -151,17 +151,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see for the lazy names
     from .data.metadata import Row, check_columns, read_metadata
     from .data.video import save_video
     from .loading import ModelConfig, load_state_dict
-    from .lora_formats import LoraFormat, LoraLayout, family_layout
+    from .lora.builtin_formats import export_comfyui
+    from .lora.formats import LoraFormat, LoraLayout, family_layout
+    from .lora.inject import merge_lora, read_lora_file
     from .pipeline import BasePipeline, PipelineUnit, load_pipeline
     from .plugins import get_plugin_manager
     from .scheduler import FlowMatchConfig, FlowMatchScheduler
     from .training.logger import ModelLogger
-    from .training.lora import merge_lora, read_lora_file
     from .training.losses import FlowMatchSFTLoss
     from .training.module import (
         DiffusionTrainingModule,
         set_gradient_checkpointing,
         switch_pipe_to_training_mode,
     )
-    from .training.presets import tiny_folder
     from .training.runner import launch_training_task

@@ -90,7 +90,7 @@ def diffsynth_register_lora_formats(register: Callable[[Any], None]) -> None:
 
     Called once per plugin while the plugin manager is built. Call
     ``register(LoraFormat(name, description, export, detect, import_))``
-    (:class:`~diffsynth_core.lora_formats.LoraFormat`): ``export(state_dict, family, kind)``
+    (:class:`~diffsynth_core.lora.formats.LoraFormat`): ``export(state_dict, family, kind)``
     returns the keys written to the file, ``detect(keys)`` / ``import_(state_dict, family,
     module_names)`` optionally read files in the format. The built-in ``diffusers``,
     ``comfyui``, ``peft`` and the read-only ``kohya`` are registered through this same hook by
@@ -193,7 +193,7 @@ def diffsynth_run_unit(
 def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -> dict[str, Any] | None:
     """Override how a LoRA file is read (a family's own names belong in its ``lora_layout``).
 
-    Called by :func:`diffsynth_core.training.lora.read_lora_file` (``generate --lora``,
+    Called by :func:`diffsynth_core.lora.inject.read_lora_file` (``generate --lora``,
     ``--lora-checkpoint``, a pipeline's ``load_lora``) after the file is read and before the
     core normalizes the common forms (peft / DiffSynth-Studio ``.default.``, the
     ``transformer.`` / ``diffusion_model.`` prefixes, ``lora_down``/``lora_up`` + ``alpha``,

@@ -27,7 +27,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import DiffSynthError, PluginError, UnknownFormatError, UnknownLossError
-from .lora_formats import LoraFormat, call_with_known
+from .lora.formats import LoraFormat, call_with_known
 from .registry import FamilyRegistry, ModelFamily
 
 PROJECT = "diffsynth"

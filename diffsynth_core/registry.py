@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DuplicateFamilyError, PluginError, UnknownModelError
-from .lora_formats import DEFAULT_LAYOUT, LoraLayout, call_with_known, resolve
+from .lora.formats import DEFAULT_LAYOUT, LoraLayout, call_with_known, resolve
 
 OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video")
 
@@ -124,7 +124,7 @@ class ModelFamily:
             purpose=)`` with the arguments it names (see ``diffsynth_load_pipeline``).
         units: ``"package.module:function"`` returning extra units for a loaded pipeline,
             called as ``units(pipe=, family=)``; ``None``: the pipeline's own units only.
-        lora_layout: a :class:`~diffsynth_core.lora_formats.LoraLayout` or
+        lora_layout: a :class:`~diffsynth_core.lora.formats.LoraLayout` or
             ``"package.module:attribute"`` naming one; ``None``: the default layout (the
             trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
         plugin / distribution / version: filled in by the registry from the registering

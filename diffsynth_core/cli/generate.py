@@ -97,7 +97,7 @@ MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the imag
 def generate(ctx: click.Context, **flags: Any) -> None:
     """Generate an image (or video) with a model family and optional LoRA files."""
     from ..plugins import get_plugin_manager
-    from ..training.family_options import family_values, split_family_args
+    from .run.family_options import family_values, split_family_args
 
     family = get_plugin_manager().get_family(flags["model"])
     check_settings(flags)
@@ -215,7 +215,7 @@ def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) 
     import torch
 
     from ..pipeline import load_pipeline
-    from ..training.presets import model_configs
+    from .run.presets import model_configs
 
     device = flags["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(
@@ -231,7 +231,7 @@ def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) 
 
 def _merge_lora(pipe: Any, family: Any, path: str, flags: dict[str, Any]) -> int:
     from ..errors import ConfigError
-    from ..training.lora import merge_lora, read_lora_file
+    from ..lora.inject import merge_lora, read_lora_file
 
     name = flags["lora_base_model"] or family.defaults.lora_base_model
     model = getattr(pipe, name, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ..lora_formats import LoraFormat
+from ..lora.formats import LoraFormat
 from ..plugins import PluginInfo, get_plugin_manager
 from .common import echo_json, format_table
 

@@ -2,7 +2,7 @@
 
 Only click is imported at module level; torch and the model code load inside the command, so
 ``diffsynth --help`` stays fast. Every flag defaults to None ("not given"), so that family
-defaults and ``--config`` values can fill what the user left out (see training/config.py).
+defaults and ``--config`` values can fill what the user left out (see cli/run/config.py).
 Flags the command does not know are checked against the family's own options. The flags are
 the settings declared in training/settings.py, one option each.
 """
@@ -47,7 +47,7 @@ def train(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
     Family-specific options (shown by `diffsynth models`) are given as extra flags, e.g.
     `--control-image-key control`. Multi-GPU: `accelerate launch $(which diffsynth) train ...`.
     """
-    from ..training import build
+    from .run import build
 
     given = {name: value for name, value in flags.items() if value is not None}
     run = build.prepare(given, config_file, list(ctx.args))

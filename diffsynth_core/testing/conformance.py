@@ -164,8 +164,8 @@ def _check_inference(report: ConformanceReport, pipe: Any, height: int, width: i
 def _check_lora_round_trip(
     report: ConformanceReport, family: Any, module: Any, folder: Path, data: dict[str, Any]
 ) -> None:
+    from ..lora.inject import lora_state_dict, merge_lora, read_lora_file
     from ..training.logger import ModelLogger
-    from ..training.lora import lora_state_dict, merge_lora, read_lora_file
 
     base_name = family.defaults.lora_base_model
     with torch.no_grad(), torch.random.fork_rng(devices=[]):

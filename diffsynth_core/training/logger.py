@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
+from ..lora.inject import export_lora_tensors, lora_metadata, lora_scale
 from .atomic import atomic_write, atomic_write_json
-from .lora import export_lora_tensors, lora_metadata, lora_scale
 
 MANIFEST = "checkpoints.json"
 

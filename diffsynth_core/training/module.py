@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .lora import (
+from ..lora.inject import (
     bare_key,
     inject_lora,
     load_lora_weights,

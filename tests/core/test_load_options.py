@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from diffsynth_core import hookimpl
+from diffsynth_core.cli.run.config import resolve
 from diffsynth_core.pipeline import BasePipeline, load_pipeline
 from diffsynth_core.plugins import reset_plugin_manager
 from diffsynth_core.registry import ModelFamily, TrainingDefaults
 from diffsynth_core.testing import use_toy_plugin
-from diffsynth_core.training.config import resolve
 
 FAMILY = ModelFamily("loads-options", "records what the loader was given")
 

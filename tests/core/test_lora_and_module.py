@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from diffsynth_core.errors import ConfigError, ModelFileError
-from diffsynth_core.pipeline import BasePipeline
-from diffsynth_core.training.lora import (
+from diffsynth_core.lora.inject import (
     inject_lora,
     load_lora_weights,
     lora_state_dict,
     merge_lora,
     normalize_lora_state_dict,
 )
+from diffsynth_core.pipeline import BasePipeline
 from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.module import DiffusionTrainingModule, gradient_checkpoint_forward
 
@@ -205,7 +205,7 @@ def test_the_writer_gives_bare_folded_keys_for_a_plain_module(tmp_path: Any) -> 
 def test_a_lora_file_with_nan_is_refused_naming_file_and_key(tmp_path: Any) -> None:
     from safetensors.torch import save_file
 
-    from diffsynth_core.training.lora import read_lora_file
+    from diffsynth_core.lora.inject import read_lora_file
 
     _, state = _trained_lora()
     bad = dict(state)
@@ -238,7 +238,7 @@ class Wide(Net):
 def test_a_lora_for_another_width_names_file_key_and_both_shapes(tmp_path: Any) -> None:
     from safetensors.torch import save_file
 
-    from diffsynth_core.training.lora import read_lora_file
+    from diffsynth_core.lora.inject import read_lora_file
 
     _, state = _trained_lora()
     save_file(state, str(tmp_path / "lora.safetensors"))

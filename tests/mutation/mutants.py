@@ -305,7 +305,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- LoRA import / export and scaling --------------------------------------------------------
     Mutant(
         "lora-export-fold-inverted",
-        CORE + "training/lora.py",
+        CORE + "lora/inject.py",
         'out = {k: v * scale if ".lora_B." in k else v for k, v in out.items()}',
         'out = {k: v / scale if ".lora_B." in k else v for k, v in out.items()}',
         "checkpoint export folds rank/alpha into lora_B instead of alpha/rank",
@@ -313,7 +313,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "lora-scale-ignores-alpha",
-        CORE + "training/lora.py",
+        CORE + "lora/inject.py",
         "            return float(scaling[\"default\"])\n",
         "            return 1.0\n",
         "the export takes alpha = rank whatever --lora-alpha was (a 2x too weak file at alpha 2r)",
@@ -321,7 +321,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "lora-import-alpha-inverted",
-        CORE + "training/lora_io.py",
+        CORE + "lora/files.py",
         'b = b * (module_alpha / parts["A"].shape[0])',
         'b = b * (parts["A"].shape[0] / module_alpha)',
         "a ComfyUI/kohya LoRA's .alpha applied as rank/alpha when reading it",
@@ -329,7 +329,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "lora-continue-scales-twice",
-        CORE + "training/lora.py",
+        CORE + "lora/inject.py",
         "            value = value / scale\n",
         "            value = value * scale\n",
         "--lora-checkpoint multiplies the folded lora_B by alpha/rank again",
@@ -337,7 +337,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "export-keeps-peft-default",
-        CORE + "training/lora_io.py",
+        CORE + "lora/files.py",
         '    return _ADAPTER.sub(r".\\1.", key)\n',
         "    return key\n",
         "exported LoRA keys keep peft's .default. (diffusers and ComfyUI ignore them)",
@@ -345,7 +345,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "diffusers-format-without-prefix",
-        CORE + "lora_formats.py",
+        CORE + "lora/formats.py",
         '    return {dot + key: value for key, value in state_dict.items()}',
         "    return dict(state_dict)",
         "diffusers-format LoRA without transformer. prefix: loads with no error and no effect",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from diffsynth_core.cli.run.config import read_config_file
 from diffsynth_core.errors import ConfigError
-from diffsynth_core.training.config import read_config_file
 
 
 def _config(tmp_path: Path, text: str) -> Path:

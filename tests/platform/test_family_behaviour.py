@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from diffsynth_core import hookimpl
 from diffsynth_core.cli.main import build_cli
 from diffsynth_core.errors import PluginError, UnknownFormatError
-from diffsynth_core.lora_formats import LoraFormat, LoraLayout
+from diffsynth_core.lora.formats import LoraFormat, LoraLayout
 from diffsynth_core.pipeline import BasePipeline, PipelineUnit, load_pipeline
 from diffsynth_core.plugins import PluginManager, build_plugin_manager, reset_plugin_manager
 from diffsynth_core.registry import ModelFamily, TrainingDefaults
@@ -192,10 +192,10 @@ def test_the_builtin_formats_follow_the_familys_layout(manager):
 def test_the_core_lora_modules_name_no_models_prefix():
     import torch
 
-    from diffsynth_core.training.lora_io import normalize_lora_state_dict
+    from diffsynth_core.lora.files import normalize_lora_state_dict
 
-    for module in ("lora.py", "lora_io.py"):
-        text = (ROOT / "diffsynth_core" / "training" / module).read_text()
+    for module in ("inject.py", "files.py"):
+        text = (ROOT / "diffsynth_core" / "lora" / module).read_text()
         for name in ("controlnet", "transformer_blocks", "pipe.dit", '"transformer.'):
             assert name not in text, f"{module} names {name}"
     lora = {"controlnet.b.lora_A.weight": torch.ones(1, 2), "controlnet.b.lora_B.weight": torch.ones(2, 1)}

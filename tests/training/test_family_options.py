@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from diffsynth_core.cli.run.family_options import family_values, split_family_args
 from diffsynth_core.errors import ConfigError
 from diffsynth_core.registry import FamilyOption
-from diffsynth_core.training.family_options import family_values, split_family_args
 
 OPTIONS = [
     FamilyOption("control_image", "image", help="control image"),

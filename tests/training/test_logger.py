@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from diffsynth_core import hookimpl
 from diffsynth_core.errors import NonFiniteLossError, UnknownFormatError
+from diffsynth_core.lora.inject import lora_state_dict
 from diffsynth_core.training.logger import ModelLogger
-from diffsynth_core.training.lora import lora_state_dict
 
 from .conftest import toy_module
 

@@ -205,7 +205,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next(
     out = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from diffsynth_core.training.lock import OutputLock\n"
+         "from diffsynth_core.cli.run.lock import OutputLock\n"
          "OutputLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(600)", str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -16,9 +16,9 @@ from typing import Any, get_type_hints
 import pytest
 from click.testing import CliRunner
 
+from diffsynth_core.cli.run.config import TrainConfig, split_file_values
 from diffsynth_core.cli.train import train as train_command
 from diffsynth_core.errors import ConfigError
-from diffsynth_core.training.config import TrainConfig, split_file_values
 from diffsynth_core.training.options import RunOptions
 from diffsynth_core.training.settings import SETTINGS, type_hint
 
@@ -84,7 +84,8 @@ settings.BY_NAME = {s.name: s for s in settings.SETTINGS}
 from click.testing import CliRunner
 from diffsynth_core.cli.train import train
 from diffsynth_core.errors import ConfigError
-from diffsynth_core.training import config, options, resume_settings
+from diffsynth_core.cli.run import config, resume_settings
+from diffsynth_core.training import options
 
 found = {}
 found["help"] = "a knob declared only in this test [5]" in CliRunner().invoke(train, ["--help"]).output

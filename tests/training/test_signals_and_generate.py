@@ -154,7 +154,7 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def loaded(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("diffsynth_core.training.presets.model_configs", loaded)
+    monkeypatch.setattr("diffsynth_core.cli.run.presets.model_configs", loaded)
     monkeypatch.setattr("diffsynth_core.pipeline.load_pipeline", loaded)
 
 
@@ -246,7 +246,7 @@ def _variant(lora: Path, value: float, folder: Path, module: str = "to_k") -> Pa
 def test_generate_refuses_a_lora_that_holds_nan(
     cli: Any, trained_lora: Path, tmp_path: Path
 ) -> None:
-    """Needs the non-finite check in the LoRA reader (training/lora.py) as well."""
+    """Needs the non-finite check in the LoRA reader (lora/inject.py) as well."""
     result = _generate(
         cli, tmp_path / "x.png", "--lora", _variant(trained_lora, float("nan"), tmp_path)
     )

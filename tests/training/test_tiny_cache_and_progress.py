@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsynth_core.training import presets
+from diffsynth_core.cli.run import presets
 from diffsynth_core.training.metrics import MetricsLog
 from diffsynth_core.training.sampling import SampleRenderer
 

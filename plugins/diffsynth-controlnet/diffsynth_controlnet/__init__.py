@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_controlnet_pipeline": "diffsynth_controlnet.loading",
     "QwenImageUnit_ControlNet": "diffsynth_controlnet.units",
-    "ControlNetResiduals": "diffsynth_controlnet.residuals",
+    "ControlNetResiduals": "diffsynth_controlnet.pipeline",
     "load_controlnet": "diffsynth_controlnet.models",
     "new_controlnet": "diffsynth_controlnet.models",
     "attach_controlnets": "diffsynth_controlnet.models",

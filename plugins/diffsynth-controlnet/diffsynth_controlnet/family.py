@@ -10,13 +10,10 @@ from pathlib import Path
 
 from diffsynth_core import ComponentFiles, FamilyOption, LoraLayout, ModelFamily
 
+from .files import CONTROLNET_FILE, CONTROLNET_REPO
+
 FAMILY = "qwen-image-controlnet"
 BASE_FAMILY = "qwen-image"
-CONTROLNET_REPO = "InstantX/Qwen-Image-ControlNet-Union"
-# The InstantX repositories are flat: config.json + this file at the root.
-CONTROLNET_FILE = "diffusion_pytorch_model.safetensors"
-# Inside a local Qwen-Image copy saved by diffusers' QwenImageControlNetPipeline.
-CONTROLNET_SUBFOLDER = "controlnet"
 
 OPTIONS = (
     FamilyOption(
@@ -94,7 +91,7 @@ def build_tiny(folder: Path) -> None:
 
 def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
     """The family; its components are ``base``'s (Qwen-Image's) plus ``controlnet``."""
-    from diffsynth_qwen_image.plugin import qwen_image_family
+    from diffsynth_qwen_image.family import qwen_image_family
 
     base = base or qwen_image_family()
     files = dict(base.model_files)

@@ -1,6 +1,6 @@
 """Loading the ``qwen-image-controlnet`` pipeline: Qwen-Image's own loader, then ControlNets.
 
-The Qwen-Image part goes through ``diffsynth_qwen_image.loader.load_qwen_image_pipeline`` (its
+The Qwen-Image part goes through ``diffsynth_qwen_image.pipeline.load_qwen_image_pipeline`` (its
 components are a subset of ours), so this family loads Qwen-Image exactly as ``qwen-image``
 does. The ControlNet then comes, in this order, from the family options that
 ``diffsynth_load_pipeline`` receives (``diffsynth train`` / ``generate`` flags, or the keyword
@@ -24,7 +24,8 @@ from typing import Any
 
 from diffsynth_core import ConfigError, ModelConfig, ModelFileError
 
-from .family import CONTROLNET_FILE, CONTROLNET_SUBFOLDER, FAMILY
+from .family import FAMILY
+from .files import CONTROLNET_FILE, CONTROLNET_SUBFOLDER
 from .models import attach_controlnets, load_controlnet, new_controlnet, new_source, split_sources
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def load_from_hook(
 ) -> Any:
     """What ``diffsynth_load_pipeline`` does: Qwen-Image through its own loader, then the
     ControlNet(s) the options (or else the ``controlnet`` model config) name."""
-    from diffsynth_qwen_image.loader import load_qwen_image_pipeline
+    from diffsynth_qwen_image.pipeline import load_qwen_image_pipeline
 
     base = {name: cfg for name, cfg in model_configs.items() if name != "controlnet"}
     pipe = load_qwen_image_pipeline(base, device, torch_dtype)

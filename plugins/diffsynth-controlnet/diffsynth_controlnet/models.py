@@ -19,7 +19,7 @@ import torch
 
 from diffsynth_core import ConfigError, ModelConfig, ModelFileError, load_state_dict
 
-from .family import CONTROLNET_FILE, CONTROLNET_REPO, CONTROLNET_SUBFOLDER
+from .files import CONTROLNET_FILE, CONTROLNET_REPO, CONTROLNET_SUBFOLDER
 
 CONFIG_FILE = "config.json"
 # DiT config entries a ControlNet shares with its base model (not readable from its weights).

@@ -55,7 +55,7 @@ def build_tiny(folder: str | os.PathLike[str], inpaint: bool = False) -> Path:
     from diffsynth_qwen_image.tiny import build_tiny as build_qwen
     from diffsynth_qwen_image.tiny import tiny_transformer
 
-    from .family import CONTROLNET_SUBFOLDER
+    from .files import CONTROLNET_SUBFOLDER
 
     folder = build_qwen(folder)
     controlnet = tiny_controlnet(tiny_transformer(), inpaint=inpaint)

@@ -3,7 +3,7 @@
 ``QwenImageUnit_ControlImageEmbedder`` turns ``control_image`` (and ``control_mask`` for an
 inpainting ControlNet) into packed VAE latents, exactly as diffusers' ControlNet pipelines
 build them; ``QwenImageUnit_ControlNet`` appends
-:class:`~diffsynth_controlnet.residuals.ControlNetResiduals` to the input
+:class:`~diffsynth_controlnet.pipeline.ControlNetResiduals` to the input
 ``dit_extra_kwargs_fns``, the Qwen-Image pipeline's hook into its DiT call. The same units run
 in training (one control image per sample) and in inference (one image per ControlNet, or
 several for one Union ControlNet, each applied to the whole batch).
@@ -28,7 +28,7 @@ from .models import (
     new_source,
     split_sources,
 )
-from .residuals import ControlNetResiduals
+from .pipeline import ControlNetResiduals
 
 INPAINT_CHANNELS = 4  # one mask channel, packed 2x2
 

@@ -20,7 +20,7 @@ from diffsynth_core.testing.lora_strength import (
     rebuild_trained,
     train_with_cli,
 )
-from diffsynth_qwen_image.plugin import LORA_TARGETS
+from diffsynth_qwen_image.family import LORA_TARGETS
 
 DATA = Path(__file__).resolve().parents[3] / "examples" / "qwen_image_controlnet" / "data"
 RANK, ALPHA = 4, 8.0
@@ -68,7 +68,7 @@ def test_every_format_at_the_trained_strength(
 ) -> None:
     from diffusers import QwenImageControlNetModel
 
-    from diffsynth_core.training.lora import merge_lora, read_lora_file
+    from diffsynth_core.lora.inject import merge_lora, read_lora_file
     from diffsynth_core.training.module import switch_pipe_to_training_mode
 
     path, names = trained["files"][fmt], trained["names"]

@@ -40,7 +40,7 @@ def test_family_extends_qwen_image() -> None:
 
 
 def test_training_defaults_to_the_whole_controlnet() -> None:
-    from diffsynth_core.training.config import resolve
+    from diffsynth_core.cli.run.config import resolve
 
     full = resolve({"dataset": "d"}, {}, family())
     assert full.trainable_models == "controlnet" and full.lora_base_model is None

@@ -52,7 +52,7 @@ def _latents(pipe: Any) -> torch.Tensor:
 def test_train_cli_lora_loads_in_diffusers_as_a_hand_merge(
     tiny_dirs: dict[str, Path], load_diffusers: Callable[[Path], Any], tmp_path: Path
 ) -> None:
-    from diffsynth_core.training.lora import merge_lora, normalize_lora_state_dict
+    from diffsynth_core.lora.inject import merge_lora, normalize_lora_state_dict
 
     cache = _preset_cache(tiny_dirs["flux-dev"], tmp_path / "cache")
     out = tmp_path / "run"

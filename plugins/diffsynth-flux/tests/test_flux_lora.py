@@ -12,8 +12,8 @@ import torch
 from comfyui_reference import apply_diffusers_lora, apply_lora, flux_key_map, from_native, to_native
 from safetensors.torch import save_file
 
+from diffsynth_core.lora.inject import lora_state_dict, merge_lora, read_lora_file
 from diffsynth_core.plugins import get_plugin_manager
-from diffsynth_core.training.lora import lora_state_dict, merge_lora, read_lora_file
 from diffsynth_core.training.module import switch_pipe_to_training_mode
 from diffsynth_flux.comfyui import comfy_name, from_comfyui_lora, to_comfyui_lora
 from diffsynth_flux.family import LORA_TARGETS

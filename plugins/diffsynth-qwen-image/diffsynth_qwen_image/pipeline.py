@@ -4,7 +4,8 @@ The models are the real ones (``QwenImageTransformer2DModel`` as ``dit``,
 ``AutoencoderKLQwenImage`` as ``vae``, ``Qwen2_5_VLForConditionalGeneration`` as
 ``text_encoder``); the schedule is the core's :class:`FlowMatchScheduler` with Qwen-Image's
 settings. For the same weights, prompt and noise the output equals diffusers'
-``QwenImagePipeline`` (tested on the tiny preset).
+``QwenImagePipeline`` (tested on the tiny preset). :func:`load_qwen_image_pipeline`, the
+family's loader, builds it from the components :mod:`.loading` reads.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from diffsynth_core import (
     FlowMatchConfig,
     FlowMatchScheduler,
     ModelConfig,
+    UnknownModelError,
     set_gradient_checkpointing,
 )
 
 from .latents import denormalize, img_shapes_for, normalize, pack_latents, unpack_latents
+from .loading import FAMILY, configs_by_component, load_component, scheduler_config
 from .units import default_units
 
 DitKwargsFn = Callable[[Any, torch.Tensor, torch.Tensor, dict[str, Any]], Mapping[str, Any]]
@@ -78,8 +81,6 @@ class QwenImagePipeline(BasePipeline):
         tokenizer_config: ModelConfig | None = None,
     ) -> QwenImagePipeline:
         """Load from ModelConfigs as in the seed (``transformer/`` -> dit, ``vae/``, ...)."""
-        from .loader import configs_by_component, load_through_hooks
-
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         configs = configs_by_component(model_configs, tokenizer_config)
         return load_through_hooks(configs, str(device), torch_dtype)
@@ -286,3 +287,32 @@ def merge_dit_kwargs(
             else:
                 raise ValueError(f"two dit_extra_kwargs_fns both set {key!r} and cannot be summed")
     return merged
+
+
+def load_qwen_image_pipeline(
+    model_configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any
+) -> Any:
+    """Build a :class:`QwenImagePipeline` from component configs (missing ones stay ``None``)."""
+    models = {name: load_component(name, cfg, torch_dtype) for name, cfg in model_configs.items()}
+    pipe = QwenImagePipeline(
+        device=device,
+        torch_dtype=torch_dtype,
+        scheduler_config=scheduler_config(model_configs.get("dit")),
+        **models,
+    )
+    for name in pipe.model_names:
+        model = getattr(pipe, name)
+        if model is not None:
+            model.eval().to(device)
+    return pipe
+
+
+def load_through_hooks(configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any) -> Any:
+    """Load via ``diffsynth_core.pipeline.load_pipeline`` so other plugins' units join in;
+    straight from the configs when this plugin is not loaded (DIFFSYNTH_LOAD_PLUGINS)."""
+    from diffsynth_core import load_pipeline
+
+    try:
+        return load_pipeline(FAMILY, configs, device=device, torch_dtype=torch_dtype)
+    except UnknownModelError:
+        return load_qwen_image_pipeline(configs, device, torch_dtype)

@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from diffsynth_core.pipeline import resolve_model_configs
-from diffsynth_qwen_image.loader import load_qwen_image_pipeline
-from diffsynth_qwen_image.pipeline import QwenImagePipeline
-from diffsynth_qwen_image.plugin import qwen_image_family
+from diffsynth_qwen_image.family import qwen_image_family
+from diffsynth_qwen_image.pipeline import QwenImagePipeline, load_qwen_image_pipeline
 
 
 @pytest.fixture(scope="module", autouse=True)

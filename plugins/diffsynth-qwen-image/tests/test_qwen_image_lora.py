@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from diffsynth_core.lora.inject import lora_state_dict, merge_lora, read_lora_file
 from diffsynth_core.plugins import get_plugin_manager
-from diffsynth_core.training.lora import lora_state_dict, merge_lora, read_lora_file
 from diffsynth_core.training.module import switch_pipe_to_training_mode
+from diffsynth_qwen_image.family import LORA_TARGETS
 from diffsynth_qwen_image.pipeline import QwenImagePipeline
-from diffsynth_qwen_image.plugin import LORA_TARGETS
 
 PipeFactory = Callable[[], QwenImagePipeline]
 Trained = tuple[QwenImagePipeline, dict[str, torch.Tensor]]

@@ -25,7 +25,7 @@ from diffsynth_core.testing.lora_strength import (
     rebuild_trained,
     train_with_cli,
 )
-from diffsynth_qwen_image.plugin import LORA_TARGETS
+from diffsynth_qwen_image.family import LORA_TARGETS
 
 DATA = Path(__file__).resolve().parents[3] / "examples" / "qwen_image" / "data"
 RANK, ALPHA = 4, 8.0
@@ -77,7 +77,7 @@ def test_the_cli_file_is_the_writers(run: Path, trained: dict[str, Any]) -> None
 def test_every_format_merges_at_the_trained_strength(
     trained: dict[str, Any], fresh_pipe: Callable[[], Any], fmt: str
 ) -> None:
-    from diffsynth_core.training.lora import merge_lora, read_lora_file
+    from diffsynth_core.lora.inject import merge_lora, read_lora_file
     from diffsynth_core.training.module import switch_pipe_to_training_mode
 
     path, names = trained["files"][fmt], trained["names"]
@@ -125,7 +125,7 @@ def test_alpha_as_a_tensor_or_as_metadata(
 ) -> None:
     from diffusers import QwenImagePipeline as DiffusersQwenImagePipeline
 
-    from diffsynth_core.training.lora import merge_lora, read_lora_file
+    from diffsynth_core.lora.inject import merge_lora, read_lora_file
 
     raw = _raw_lora(trained["pipe"])
     kohya = {}

@@ -15,8 +15,8 @@ import torch
 from diffsynth_core.errors import ConfigError, ModelFileError
 from diffsynth_core.loading import ModelConfig
 from diffsynth_core.plugins import PluginManager
-from diffsynth_qwen_image.loader import component_of, configs_by_component, load_qwen_image_pipeline
-from diffsynth_qwen_image.pipeline import QwenImagePipeline
+from diffsynth_qwen_image.loading import component_of, configs_by_component
+from diffsynth_qwen_image.pipeline import QwenImagePipeline, load_qwen_image_pipeline
 from diffsynth_qwen_image.tiny_tokenizer import SPECIAL_TOKENS, build_tokenizer, train_bpe
 from diffsynth_qwen_image.units import PROMPT_TEMPLATE
 

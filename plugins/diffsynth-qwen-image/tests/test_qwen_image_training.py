@@ -11,8 +11,8 @@ from PIL import Image
 
 from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+from diffsynth_qwen_image.family import LORA_TARGETS
 from diffsynth_qwen_image.pipeline import QwenImagePipeline
-from diffsynth_qwen_image.plugin import LORA_TARGETS
 
 PipeFactory = Callable[[], QwenImagePipeline]
 

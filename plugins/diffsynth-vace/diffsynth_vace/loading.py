@@ -30,7 +30,7 @@ FOLDERS = {
 
 def repo_model_configs(model_path: str | None, model_id: str | None) -> dict[str, ModelConfig]:
     """ModelConfigs for every component of a local repository copy or a hub id."""
-    from .plugin import REPO_1_3B, model_files
+    from .family import REPO_1_3B, model_files
 
     files = model_files(model_id or REPO_1_3B)
     if model_path is not None:

@@ -84,8 +84,8 @@ class WanVacePipeline(BasePipeline):
         plugins contribute are added."""
         from diffsynth_core import load_pipeline
 
+        from .family import REPO_14B
         from .loading import by_component, repo_model_configs
-        from .plugin import REPO_14B
 
         configs = (
             by_component(model_configs)

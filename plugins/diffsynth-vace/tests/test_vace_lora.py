@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffsynth_vace.plugin import LORA_TARGETS
+from diffsynth_vace.family import LORA_TARGETS
 
 KWARGS = {
     "prompt": "a red ball bounces",

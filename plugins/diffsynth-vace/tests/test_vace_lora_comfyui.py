@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffsynth_vace.plugin import LORA_TARGETS
+from diffsynth_vace.family import LORA_TARGETS
 
 # our LoRA targets (to_q, to_k, to_v, to_out.0, ffn.net.0.proj, ffn.net.2) in a Wan block
 WAN_TARGETS = [f"{attn}.{p}" for attn in ("self_attn", "cross_attn") for p in "qkvo"]

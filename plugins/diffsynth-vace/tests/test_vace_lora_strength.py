@@ -21,7 +21,7 @@ from diffsynth_core.testing.lora_strength import (
     rebuild_trained,
     train_with_cli,
 )
-from diffsynth_vace.plugin import LORA_TARGETS
+from diffsynth_vace.family import LORA_TARGETS
 
 RANK, ALPHA = 4, 8.0
 FORMATS = ("diffusers", "comfyui", "wan", "peft")
@@ -73,7 +73,7 @@ def trained(
 def test_every_format_at_the_trained_strength(
     trained: dict[str, Any], tiny_dir: Path, fmt: str
 ) -> None:
-    from diffsynth_core.training.lora import merge_lora, read_lora_file
+    from diffsynth_core.lora.inject import merge_lora, read_lora_file
     from diffsynth_core.training.module import switch_pipe_to_training_mode
 
     path, names = trained["files"][fmt], trained["names"]

@@ -15,7 +15,7 @@ from vace_helpers import moving_square, random_clip, random_mask
 
 from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
-from diffsynth_vace.plugin import LORA_TARGETS
+from diffsynth_vace.family import LORA_TARGETS
 
 
 def sample(frames: int = 9, size: int = 64, control: bool = True) -> dict[str, Any]:

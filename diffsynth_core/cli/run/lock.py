@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 try:
     import fcntl
@@ -146,7 +146,7 @@ def remove_previous_run(output: Path) -> str:
     """``--overwrite``: delete the previous run's files, so that nothing of it is resumed,
     pruned or mistaken for the new run's. Returns the line that says what went ("" when the
     folder held no run)."""
-    from .logger import MANIFEST, read_manifest
+    from ...training.logger import MANIFEST, read_manifest
 
     states = len(list((output / "state").glob("step-*")))
     folders = [output / name for name in RUN_FOLDERS[1:] if (output / name).exists()]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 PRESETS = ("tiny",)
 TINY_SEED = 0  # the tiny weights are the same on every machine, whatever the run's --seed
@@ -83,7 +83,7 @@ def model_configs(
     family: Any, model_path: str | None, preset: str | None, allow_pickle: bool = False
 ) -> tuple[dict[str, Any], str]:
     """(component -> ModelConfig, a description of where the files are)."""
-    from ..pipeline import resolve_model_configs
+    from ...pipeline import resolve_model_configs
 
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r} is unknown; presets: {', '.join(PRESETS)}")

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ResumeError
+from ...errors import ConfigError, ResumeError
+from ...training.settings import SETTINGS
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
-from .settings import SETTINGS
 
 METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl")
 
@@ -36,7 +36,7 @@ class TrainRun:
     resume_conflict: str | None = None
 
     def args_json(self, num_processes: int = 1) -> dict[str, Any]:
-        from .. import __version__
+        from ... import __version__
 
         return {
             "config": self.config.as_json(),
@@ -56,7 +56,7 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
 
     Under ``--resume`` the run's saved settings are the base (see :mod:`.resume_settings`).
     """
-    from ..plugins import get_plugin_manager
+    from ...plugins import get_plugin_manager
     from .resume_settings import read_saved
 
     file_values = read_config_file(config_file) if config_file else {}
@@ -128,7 +128,7 @@ def find_metadata(config: TrainConfig) -> str | None:
 
 def build_dataset(config: TrainConfig, family: Any) -> Any:
     """UnifiedDataset with the family's data keys, required columns and resize rule."""
-    from ..data import UnifiedDataset
+    from ...data import UnifiedDataset
 
     factor = family.defaults.division_factor
     keys = [k.strip() for k in (config.data_file_keys or "image").split(",") if k.strip()]
@@ -176,10 +176,10 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     """(PipelineTrainingModule over the family's pipeline in training mode, where the files are)."""
     import torch
 
-    from ..pipeline import load_pipeline
-    from ..plugins import get_plugin_manager
-    from .lora import split_targets
-    from .module import PipelineTrainingModule, switch_pipe_to_training_mode
+    from ...lora.inject import split_targets
+    from ...pipeline import load_pipeline
+    from ...plugins import get_plugin_manager
+    from ...training.module import PipelineTrainingModule, switch_pipe_to_training_mode
     from .presets import model_configs
 
     c = run.config
@@ -210,7 +210,7 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
-    from .logger import ModelLogger
+    from ...training.logger import ModelLogger
 
     c = run.config
     metadata = {"training_args": args, "model_files": where}
@@ -229,7 +229,7 @@ def run_options(run: TrainRun) -> dict[str, Any]:
     """The keyword options of launch_training_task: the settings the runner holds (``owner``
     "runner" in settings.py). Those of the accelerator, dataset and logger went into them
     when they were built."""
-    from .sampling import read_prompts
+    from ...training.sampling import read_prompts
 
     c, d = run.config, run.family.defaults
     options = {s.name: getattr(c, s.name) for s in SETTINGS if s.owner == "runner"}
@@ -251,7 +251,7 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
     checked; training_args.json is written (and an --overwrite'n run cleared) only once the
     runner has built and loaded everything.
     """
-    from .guards import disk_full_is_an_error
+    from ...training.guards import disk_full_is_an_error
     from .lock import OutputLock, check_previous_run, check_writable
 
     c = run.config
@@ -269,10 +269,10 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
 
 
 def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
-    from .atomic import atomic_write_json
-    from .batches import EpochBatches
+    from ...training.atomic import atomic_write_json
+    from ...training.batches import EpochBatches
+    from ...training.runner import finished_run, launch_training_task, seed_run
     from .lock import remove_previous_run
-    from .runner import finished_run, launch_training_task, seed_run
     from .summary import startup_summary
 
     c, output = run.config, Path(run.config.output)
@@ -304,7 +304,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
     """``--check-data``: check and decode every row's files; exit status 1 if any is refused."""
-    from ..data import validate
+    from ...data import validate
 
     report = validate(build_dataset(run.config, run.family))
     echo(report.format())

@@ -16,9 +16,9 @@ from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ...training.settings import BY_NAME, SETTINGS, type_hint
 from .family_options import setting_keys
-from .settings import BY_NAME, SETTINGS, type_hint
 
 FAMILY_DEFAULTED = tuple(s.name for s in SETTINGS if s.family_default)
 COMMA_LISTS = tuple(s.name for s in SETTINGS if s.comma_list)

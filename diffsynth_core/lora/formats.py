@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PluginError
+from ..errors import PluginError
 
 COMFYUI_PREFIX = "diffusion_model."
 _RESOLVED: dict[str, Any] = {}

@@ -4,7 +4,7 @@ Our in-memory form is peft's: modules get ``lora_A`` / ``lora_B`` sub-layers. Ev
 write goes through :func:`export_lora_tensors`, the one place that drops peft's ``.default``
 and folds ``lora_alpha / rank`` into ``lora_B`` so the file means the same thing to every
 loader, whatever alpha it assumes (diffusers and ComfyUI assume alpha = rank when a file has no
-alphas). Reading the key forms other tools write lives in :mod:`.lora_io`.
+alphas). Reading the key forms other tools write lives in :mod:`.files`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ModelFileError
-from .lora_io import bare_key, normalize_lora_state_dict, read_lora_file
+from .files import bare_key, normalize_lora_state_dict, read_lora_file
 
 __all__ = [
     "bare_key", "export_lora_tensors", "inject_lora", "load_lora_weights", "lora_metadata",

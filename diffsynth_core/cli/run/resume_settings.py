@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResumeError
+from ...errors import ResumeError
+from ...training.settings import SETTINGS
 from .config import COMMA_LISTS
-from .settings import SETTINGS
 
 SAVED_ARGS = "training_args.json"
 

@@ -10,7 +10,7 @@ Files come back in many forms; :func:`normalize_lora_state_dict` maps each to th
 * diffusers' ``save_lora_weights`` files carry alpha as metadata (``lora_adapter_metadata``)
 
 No model's prefix is named here: the prefixes of a family's models come from its
-:class:`~diffsynth_core.lora_formats.LoraLayout` (:func:`~diffsynth_core.lora_formats.read_prefixes`).
+:class:`~diffsynth_core.lora.formats.LoraLayout` (:func:`~diffsynth_core.lora.formats.read_prefixes`).
 :func:`read_lora_file` adds what a file on disk needs: refusing NaN/inf, the metadata alpha,
 the family's own names (its layout's ``import_keys``; the ``diffsynth_import_lora`` hook
 overrides), the registered formats' ``detect`` / ``import_`` (kohya), and a shape check
@@ -80,7 +80,7 @@ def normalize_lora_state_dict(
     without either, alpha = rank (scale 1), as every loader assumes. ``family`` (or the
     default layout) says which model prefixes to cut.
     """
-    from ..lora_formats import read_prefixes
+    from .formats import read_prefixes
 
     prefixes = (*read_prefixes(family), *_GENERIC_PREFIXES)
     flat_names = {n.replace(".", "_"): n for n in module_names}
@@ -183,8 +183,8 @@ def read_lora_file(
     layout (its own names), else the first registered format that detects the keys.
     """
     from ..loading import load_state_dict
-    from ..lora_formats import family_layout
     from ..plugins import get_plugin_manager
+    from .formats import family_layout
 
     raw = load_state_dict(path, allow_pickle=allow_pickle)
     check_finite(raw, str(path))

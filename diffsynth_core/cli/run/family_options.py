@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..registry import FamilyOption
+from ...errors import ConfigError
+from ...registry import FamilyOption
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -85,7 +85,7 @@ def _path(value: Any, _: int | None) -> Path:
 
 
 def _image(value: Any, _: int | None) -> Any:
-    from ..data.images import read_image
+    from ...data.images import read_image
 
     return read_image(_path(value, None))
 
@@ -96,7 +96,7 @@ def _images(value: Any, _: int | None) -> list[Any]:
 
 
 def _video(value: Any, num_frames: int | None) -> list[Any]:
-    from ..data.video import read_frames
+    from ...data.video import read_frames
 
     return read_frames(_path(value, None), num_frames or 81)
 

@@ -8,11 +8,11 @@ dtypes are handled exactly as diffusers / transformers handle them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from diffsynth_core import ConfigError, ModelConfig, ModelFileError, UnknownModelError
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError
 
 FAMILY = "qwen-image"
 REPO = "Qwen/Qwen-Image"
@@ -117,34 +117,3 @@ def scheduler_config(dit_config: ModelConfig | None) -> dict[str, Any] | None:
         return None
     path = dit_config.folder().parent / "scheduler" / "scheduler_config.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def load_qwen_image_pipeline(
-    model_configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any
-) -> Any:
-    """Build a :class:`QwenImagePipeline` from component configs (missing ones stay ``None``)."""
-    from .pipeline import QwenImagePipeline
-
-    models = {name: load_component(name, cfg, torch_dtype) for name, cfg in model_configs.items()}
-    pipe = QwenImagePipeline(
-        device=device,
-        torch_dtype=torch_dtype,
-        scheduler_config=scheduler_config(model_configs.get("dit")),
-        **models,
-    )
-    for name in pipe.model_names:
-        model = getattr(pipe, name)
-        if model is not None:
-            model.eval().to(device)
-    return pipe
-
-
-def load_through_hooks(configs: Mapping[str, ModelConfig], device: str, torch_dtype: Any) -> Any:
-    """Load via ``diffsynth_core.pipeline.load_pipeline`` so other plugins' units join in;
-    straight from the configs when this plugin is not loaded (DIFFSYNTH_LOAD_PLUGINS)."""
-    from diffsynth_core import load_pipeline
-
-    try:
-        return load_pipeline(FAMILY, configs, device=device, torch_dtype=torch_dtype)
-    except UnknownModelError:
-        return load_qwen_image_pipeline(configs, device, torch_dtype)

@@ -27,7 +27,7 @@ SHOWN = {
 def settings_lines(config: Any) -> list[str]:
     """One line per section (settings.py) of the settings given a value other than the
     declared default, e.g. ``  saving      : save_every_n_steps 3, keep_last 2``."""
-    from .settings import SETTINGS
+    from ...training.settings import SETTINGS
 
     sections: dict[str, list[str]] = {}
     for s in SETTINGS:
@@ -41,8 +41,8 @@ def settings_lines(config: Any) -> list[str]:
 def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator: Any) -> str:
     """Family, model files, trainable parameters, data, effective batch, steps, output, and
     every other setting not at its default."""
-    from ..data import validate
-    from .batches import EpochBatches
+    from ...data import validate
+    from ...training.batches import EpochBatches
 
     c, family = run.config, run.family
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
