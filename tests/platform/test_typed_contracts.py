@@ -77,3 +77,17 @@ def test_every_package_ships_py_typed(folder: Path) -> None:
         import tomli as tomllib
     data = tomllib.loads((folder / "pyproject.toml").read_text())
     assert "py.typed" in data["tool"]["setuptools"]["package-data"][package]
+
+
+def test_mypy_checks_the_core_and_every_plugin_package() -> None:
+    """A new plugin under plugins/ is type-checked too (`tox -e type` reads this list)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    wanted = {"diffsynth_core"} | {
+        str(p.parent.relative_to(ROOT) / p.parent.name.replace("-", "_"))
+        for p in (ROOT / "plugins").glob("*/pyproject.toml")
+    }
+    assert wanted <= set(files)
