@@ -29,18 +29,34 @@ Phases, in the order a ``diffsynth train`` run meets them:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
+if TYPE_CHECKING:  # types only: registering must stay torch-free (``diffsynth --help``)
+    import click
+    import torch
+
+    from diffsynth_core import BasePipeline, LoraFormat, ModelConfig, ModelFamily, PipelineUnit
+
+    from .plugins import PluginManager
+
 hookspec = pluggy.HookspecMarker("diffsynth")
+
+
+class LossRegistrar(Protocol):
+    """The ``register`` of ``diffsynth_register_losses``."""
+
+    def __call__(
+        self, name: str, loss_fn: Callable[..., torch.Tensor], description: str = ""
+    ) -> None: ...
 
 
 # --- 1. registration ------------------------------------------------------------------------
 
 
 @hookspec(historic=True)
-def diffsynth_addhooks(pluginmanager: Any) -> None:
+def diffsynth_addhooks(pluginmanager: PluginManager) -> None:
     """Add this plugin's own hookspecs (hooks it defines for other plugins).
 
     Called once for every plugin, when it is registered (a historic hook, like pytest's
@@ -57,7 +73,7 @@ def diffsynth_addhooks(pluginmanager: Any) -> None:
 
 
 @hookspec
-def diffsynth_register_models(register: Callable[[Any], None]) -> None:
+def diffsynth_register_models(register: Callable[[ModelFamily], None]) -> None:
     """Register the model families this plugin provides.
 
     Called once per plugin while the plugin manager is built (so also by ``diffsynth --help``:
@@ -71,7 +87,7 @@ def diffsynth_register_models(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def diffsynth_register_losses(register: Callable[..., None]) -> None:
+def diffsynth_register_losses(register: LossRegistrar) -> None:
     """Register training losses selectable with ``--loss NAME``.
 
     Called once per plugin while the plugin manager is built. Call
@@ -85,7 +101,7 @@ def diffsynth_register_losses(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def diffsynth_register_lora_formats(register: Callable[[Any], None]) -> None:
+def diffsynth_register_lora_formats(register: Callable[[LoraFormat], None]) -> None:
     """Register LoRA / checkpoint formats selectable with ``--lora-format NAME``.
 
     Called once per plugin while the plugin manager is built. Call
@@ -103,7 +119,7 @@ def diffsynth_register_lora_formats(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def diffsynth_register_commands(cli: Any) -> None:
+def diffsynth_register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``diffsynth`` command line.
 
     Called once per plugin when the CLI is built. ``cli`` is the top-level ``click.Group``;
@@ -123,13 +139,13 @@ def diffsynth_register_commands(cli: Any) -> None:
 
 @hookspec(firstresult=True)
 def diffsynth_load_pipeline(
-    family: Any,
-    model_configs: dict[str, Any],
+    family: ModelFamily,
+    model_configs: dict[str, ModelConfig],
     device: str,
-    torch_dtype: Any,
+    torch_dtype: torch.dtype,
     options: dict[str, Any],
     purpose: str,
-) -> Any:
+) -> BasePipeline | None:
     """Override the loader of a family (the family's own ``loader`` is used otherwise).
 
     Called by :func:`diffsynth_core.pipeline.load_pipeline` (``diffsynth train``,
@@ -152,7 +168,7 @@ def diffsynth_load_pipeline(
 
 
 @hookspec
-def diffsynth_pipeline_units(family: Any, pipe: Any) -> list[Any] | None:
+def diffsynth_pipeline_units(family: ModelFamily, pipe: BasePipeline) -> list[PipelineUnit] | None:
     """Contribute extra pipeline units to a freshly loaded pipeline.
 
     Called once per :func:`~diffsynth_core.pipeline.load_pipeline`, right after the pipeline
@@ -171,8 +187,8 @@ def diffsynth_pipeline_units(family: Any, pipe: Any) -> list[Any] | None:
 
 @hookspec(firstresult=True)
 def diffsynth_run_unit(
-    unit: Any,
-    pipe: Any,
+    unit: PipelineUnit,
+    pipe: BasePipeline,
     inputs_shared: dict[str, Any],
     inputs_posi: dict[str, Any],
     inputs_nega: dict[str, Any],
@@ -190,7 +206,9 @@ def diffsynth_run_unit(
 
 
 @hookspec(firstresult=True)
-def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -> dict[str, Any] | None:
+def diffsynth_import_lora(
+    state_dict: dict[str, torch.Tensor], family: ModelFamily | None, model: torch.nn.Module
+) -> dict[str, torch.Tensor] | None:
     """Override how a LoRA file is read (a family's own names belong in its ``lora_layout``).
 
     Called by :func:`diffsynth_core.lora.inject.read_lora_file` (``generate --lora``,
@@ -209,7 +227,9 @@ def diffsynth_import_lora(state_dict: dict[str, Any], family: Any, model: Any) -
 
 
 @hookspec(firstresult=True)
-def diffsynth_checkpoint_name(kind: str, step: int, epoch: int, family: Any) -> str | None:
+def diffsynth_checkpoint_name(
+    kind: str, step: int, epoch: int, family: ModelFamily | None
+) -> str | None:
     """Name a checkpoint file.
 
     Called by ``ModelLogger`` each time it saves. ``kind`` is ``"step"`` (every N steps),
@@ -223,8 +243,8 @@ def diffsynth_checkpoint_name(kind: str, step: int, epoch: int, family: Any) -> 
 
 @hookspec(firstresult=True)
 def diffsynth_convert_state_dict(
-    state_dict: dict[str, Any], format: str, family: Any, kind: str
-) -> dict[str, Any] | None:
+    state_dict: dict[str, torch.Tensor], format: str, family: ModelFamily | None, kind: str
+) -> dict[str, torch.Tensor] | None:
     """Override the export of a state dict (formats are registered ``LoraFormat`` objects).
 
     Called by ``ModelLogger`` before every write. ``state_dict`` has module-path keys as

@@ -158,7 +158,7 @@ def _hf_download(model_id: str, patterns: list[str]) -> Path:
 
 def _modelscope_download(model_id: str, patterns: list[str]) -> Path:
     try:
-        from modelscope import snapshot_download  # type: ignore[import-not-found]
+        from modelscope import snapshot_download
     except ImportError as exc:
         raise ModelFileError(
             "ModelScope downloads need the optional extra: pip install 'diffsynth-core[modelscope]'"

@@ -11,7 +11,7 @@ hook, which plugins can wrap to observe (timing, caching) or replace.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,6 +19,9 @@ from .errors import PluginError
 from .loading import ModelConfig, family_loading
 from .registry import ModelFamily
 from .scheduler import FlowMatchScheduler
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Inputs = dict[str, Any]
 
@@ -70,7 +73,8 @@ class PipelineUnit:
     def name(self) -> str:
         return type(self).__name__
 
-    def process(self, pipe: BasePipeline, **kwargs: Any) -> Any:
+    # ``*args: Any, **kwargs: Any``: a type checker lets each unit declare the inputs it reads
+    def process(self, pipe: BasePipeline, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -183,9 +187,37 @@ class BasePipeline(torch.nn.Module):
 
     # -- what a family implements ------------------------------------------------------
 
-    def model_fn(self, **inputs: Any) -> torch.Tensor:
+    # ``*args: Any, **inputs: Any``: a type checker lets each family name the inputs it takes
+    def model_fn(self, *args: Any, **inputs: Any) -> torch.Tensor:
         """Predict the flow (noise - x0) for ``inputs['latents']`` at ``inputs['timestep']``."""
         raise NotImplementedError
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        height: int = 1024,
+        width: int = 1024,
+        num_inference_steps: int = 30,
+        cfg_scale: float = 1.0,
+        seed: int | None = None,
+        progress: bool = True,
+    ) -> Image.Image | list[Image.Image]:
+        """Generate: what ``diffsynth generate`` and the sample images of a run call.
+
+        ``diffsynth generate`` passes the keywords the user gave (``--steps`` is
+        ``num_inference_steps``; a keyword left out keeps the family's default) plus the
+        family's generate options (``FamilyOption`` names) as further keywords; sampling
+        passes ``prompt``, ``seed``, ``height``, ``width``, ``num_inference_steps`` and
+        ``progress=False``. A family overrides it with its own defaults and may accept more
+        keywords. Returns a PIL image, or the frames of a clip for a video family (one with
+        a default ``num_frames``); families may return other types for other ``output_type``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement __call__(prompt, ...): a family's "
+            "pipeline must, for `diffsynth generate` and sample images"
+        )
 
     def training_inputs(self, data: Mapping[str, Any]) -> tuple[Inputs, Inputs, Inputs]:
         """Map one data batch to ``(inputs_shared, inputs_posi, inputs_nega)`` as for inference."""

@@ -15,12 +15,14 @@ checked against the specs once every plugin is registered, so load order does no
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import os
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -101,7 +103,7 @@ class PluginManager:
         manager.load_builtins()
         for plugin in plugins:
             name = getattr(plugin, "__name__", type(plugin).__name__)
-            manager._add(PluginInfo(name), lambda p=plugin: p)
+            manager._add(PluginInfo(name), functools.partial(_same, plugin))
         manager.run_registration()
         return manager
 
@@ -110,7 +112,7 @@ class PluginManager:
         """pluggy's hook relay: ``manager.hook.diffsynth_load_pipeline(family=...)``."""
         return self.pm.hook
 
-    def add_hookspecs(self, module_or_class: object) -> None:
+    def add_hookspecs(self, module_or_class: ModuleType | type) -> None:
         """Add a plugin's own hookspecs (from its ``diffsynth_addhooks``); see hookspecs.py.
 
         Implementations already registered are validated now: a wrong argument name is a
@@ -135,7 +137,7 @@ class PluginManager:
         for module_name in BUILTIN_PLUGINS:
             short = "builtin-" + module_name.rsplit(".", 1)[1]
             info = PluginInfo(short, "diffsynth-core", __version__, builtin=True)
-            self._add(info, lambda m=module_name: importlib.import_module(m))
+            self._add(info, functools.partial(importlib.import_module, module_name))
 
     def load_entry_points(self, allow: set[str] | None = None) -> None:
         """Import and register every ``diffsynth`` entry point (only ``allow``'s, if given)."""
@@ -412,6 +414,11 @@ def describe_error(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {text}{where}"
+
+
+def _same(plugin: object) -> object:
+    """``functools.partial(_same, plugin)``: a loader of a plugin object given in-process."""
+    return plugin
 
 
 def _unknown_selection(name: str, installed: list[str]) -> str:

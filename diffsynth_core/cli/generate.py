@@ -17,11 +17,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .common import FamilyCommand
+
+if TYPE_CHECKING:  # types only: --help stays torch-free
+    from ..pipeline import BasePipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the image black
@@ -211,7 +214,7 @@ def _watch_latents(pipe: Any) -> dict[str, bool]:
     return finite
 
 
-def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) -> Any:
+def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) -> BasePipeline:
     import torch
 
     from ..pipeline import load_pipeline
@@ -229,7 +232,7 @@ def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) 
     return pipe.eval()
 
 
-def _merge_lora(pipe: Any, family: Any, path: str, flags: dict[str, Any]) -> int:
+def _merge_lora(pipe: BasePipeline, family: Any, path: str, flags: dict[str, Any]) -> int:
     from ..errors import ConfigError
     from ..lora.inject import merge_lora, read_lora_file
 

@@ -65,7 +65,7 @@ def _read_csv(path: Path) -> list[Row]:
     except pd.errors.ParserError as error:
         raise DatasetError(f"{path} is not a valid csv file: {error}") from error
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame.to_dict("records")  # type: ignore[return-value]
+    return frame.to_dict("records")
 
 
 def _parse_json(path: Path, text: str, line: int | None = None) -> Any:

@@ -49,7 +49,7 @@ class Chain(DataOperator):
         flat: list[Callable[[Any], Any]] = []
         for op in operators:
             flat.extend(op.operators if isinstance(op, Chain) else (op,))
-        self.operators = tuple(flat)
+        self.operators: tuple[Callable[[Any], Any], ...] = tuple(flat)
 
     def __call__(self, data: Any) -> Any:
         for op in self.operators:

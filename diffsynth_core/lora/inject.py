@@ -117,7 +117,10 @@ def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def lora_metadata(model: torch.nn.Module) -> dict[str, Any]:
     """Rank, alpha and target modules (as given to peft: ``to_out.0``) of ``model``'s LoRA."""
-    ranks, alphas, targets, layers = set(), set(), set(), []
+    ranks: set[int] = set()
+    alphas: set[float] = set()
+    targets: set[str] = set()
+    layers: list[str] = []
     for name, module in model.named_modules():
         config = getattr(module, "peft_config", None)
         if isinstance(config, dict) and "default" in config:

@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 TEMPLATE = "template"
 # lowercase letters, digits, single - or _ between them: a valid distribution, entry-point and
@@ -65,7 +69,7 @@ def template_files() -> list[tuple[str, str]]:
     root = resources.files(__name__).joinpath(TEMPLATE)
     found: list[tuple[str, str]] = []
 
-    def walk(node: resources.abc.Traversable, prefix: str) -> None:
+    def walk(node: Traversable, prefix: str) -> None:
         for child in sorted(node.iterdir(), key=lambda c: c.name):
             path = f"{prefix}{child.name}"
             if child.is_dir():

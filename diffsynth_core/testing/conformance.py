@@ -87,8 +87,10 @@ def check_family_conformance(
     family = get_plugin_manager().get_family(family_name)
     report = ConformanceReport(family_name)
     folder = Path(workdir) / "tiny"
-    report.check(family.build_tiny is not None, "tiny preset", "ModelFamily.build_tiny is not set")
-    family.build_tiny(folder)
+    build_tiny = family.build_tiny
+    report.check(build_tiny is not None, "tiny preset", "ModelFamily.build_tiny is not set")
+    assert build_tiny is not None  # check() raised otherwise
+    build_tiny(folder)
     data = sample or default_sample(family, height, width)
     module = _training_module(report, family, folder, lora_rank)
     _check_training_step(report, module, data)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 COLOURS = [
     ("red", (220, 30, 30)),
@@ -17,7 +21,7 @@ COLOURS = [
 ]
 
 
-def make_image(colour: tuple[int, int, int], size: tuple[int, int], index: int = 0):  # type: ignore[no-untyped-def]
+def make_image(colour: tuple[int, int, int], size: tuple[int, int], index: int = 0) -> Image.Image:
     """A flat-colour image with a lighter square, so images differ in shape as well as colour."""
     from PIL import Image, ImageDraw
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -67,7 +67,7 @@ def layer_outputs(model: torch.nn.Module, names: Iterable[str]) -> dict[str, tor
         for index, name in enumerate(sorted(names)):
             layer = model.get_submodule(name)
             generator = torch.Generator().manual_seed(index)
-            weight = layer.weight
+            weight = cast(torch.Tensor, layer.weight)  # a LoRA target: a Linear or a Conv
             x = torch.randn(3, weight.shape[1], generator=generator).to(weight.device, weight.dtype)
             out[name] = layer(x).float()
     return out
@@ -117,7 +117,7 @@ def export_formats(
     from ..training.logger import ModelLogger
     from ..training.module import PipelineTrainingModule
 
-    module = PipelineTrainingModule(pipe, lambda *a, **k: None)
+    module = PipelineTrainingModule(pipe, lambda *a, **k: torch.zeros(()))  # never called
     family = getattr(pipe, "family", None)
     return {
         fmt: ModelLogger(folder / fmt, remove_prefix, export_format=fmt, family=family).write(

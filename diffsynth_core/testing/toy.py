@@ -74,7 +74,7 @@ class ToyUnit_InputImageEmbedder(PipelineUnit):  # noqa: N801
             cacheable=True,
         )
 
-    def process(self, pipe: BasePipeline, input_image: Any) -> dict[str, Any]:
+    def process(self, pipe: Any, input_image: Any) -> dict[str, Any]:
         if input_image is None:
             return {}
         return {"input_latents": pipe.vae.encode(pipe.preprocess_image(input_image))}
@@ -95,7 +95,7 @@ class ToyUnit_PromptEmbedder(PipelineUnit):  # noqa: N801
         )
 
     def process(
-        self, pipe: BasePipeline, prompt: str | list[str] | None, caption_prefix: str | None = None
+        self, pipe: Any, prompt: str | list[str] | None, caption_prefix: str | None = None
     ) -> dict[str, Any]:
         prompts = prompt if isinstance(prompt, list) else [prompt or ""]
         prompts = [f"{caption_prefix} {p}" if caption_prefix else p for p in prompts]
@@ -107,6 +107,10 @@ class ToyPipeline(BasePipeline):
     """Text-to-image on a 4x-downsampled latent grid; see the module docstring."""
 
     model_names = ("dit", "vae", "text_encoder")
+    # set by the loader (load_toy_pipeline)
+    dit: ToyDiT
+    vae: ToyVAE
+    text_encoder: ToyTextEncoder
 
     def __init__(
         self, device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32
@@ -121,7 +125,7 @@ class ToyPipeline(BasePipeline):
             ToyUnit_PromptEmbedder(),
         ]
 
-    def model_fn(  # type: ignore[override]
+    def model_fn(
         self,
         latents: torch.Tensor,
         timestep: torch.Tensor,

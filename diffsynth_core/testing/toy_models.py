@@ -117,7 +117,9 @@ class ToyVAE(nn.Module):
         w = self.encoder.weight.detach()[:, :, 0, 0]
         inverse = torch.linalg.pinv(w)
         self.decoder.weight.data = inverse[:, :, None, None].clone()
-        self.decoder.bias.data = -(inverse @ self.encoder.bias.detach())
+        bias, encoder_bias = self.decoder.bias, self.encoder.bias
+        assert bias is not None and encoder_bias is not None  # both convolutions have a bias
+        bias.data = -(inverse @ encoder_bias.detach())
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.encoder(F.avg_pool2d(image, self.factor))

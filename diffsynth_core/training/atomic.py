@@ -37,7 +37,7 @@ def _temporary(path: Path) -> Path:
     return path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}"
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file, then move it to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ class EpochBatches:
 
     def __init__(
         self,
-        dataset: Dataset,  # type: ignore[type-arg]
+        dataset: Dataset[Any],
         batch_size: int,
         gradient_accumulation_steps: int,
         seed: int,
@@ -65,7 +65,7 @@ class EpochBatches:
             )
 
     @classmethod
-    def for_run(cls, dataset: Dataset, opts: Any, accelerator: Any) -> EpochBatches:  # type: ignore[type-arg]
+    def for_run(cls, dataset: Dataset[Any], opts: Any, accelerator: Any) -> EpochBatches:
         """The plan of a run with RunOptions ``opts`` on this process of ``accelerator``."""
         return cls(
             dataset,
@@ -110,7 +110,7 @@ class EpochBatches:
         everything = self.sampler.batches(epoch)
         return everything[self.process_index :: self.num_processes][: self.batches_per_epoch]
 
-    def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 0) -> DataLoader:  # type: ignore[type-arg]
+    def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 0) -> DataLoader[Any]:
         """A DataLoader over ``epoch``'s batches from ``start_batch`` on."""
         from ..data import collate_samples
 

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -147,7 +147,7 @@ class ModelLogger:
     ) -> tuple[dict[str, torch.Tensor], bool]:
         """Trainable weights with bare keys and alpha/rank folded into lora_B; (dict, is_lora)."""
         if hasattr(model, "export_trainable_state_dict"):
-            tensors = model.export_trainable_state_dict(
+            tensors = cast(Any, model).export_trainable_state_dict(  # duck-typed module API
                 state, remove_prefix=self.remove_prefix_in_ckpt
             )
         else:

@@ -90,7 +90,7 @@ class MetricsLog:
         speed, self._last = samples / max(now - self._last, 1e-9), now
         if not self.enabled:
             return
-        row = {
+        row: dict[str, int | str] = {
             "step": step,
             "epoch": epoch,
             "loss": f"{loss:.6g}",

@@ -39,10 +39,11 @@ def set_gradient_checkpointing(
     if not hasattr(model, "gradient_checkpointing"):
         return
     if enabled:
-        model._gradient_checkpointing_func = _offloaded_checkpoint if offload else _checkpoint
+        # torch types Module.__setattr__ for tensors and modules; any value may be set
+        model._gradient_checkpointing_func = _offloaded_checkpoint if offload else _checkpoint  # type: ignore[assignment]
     for module in model.modules():
         if hasattr(module, "gradient_checkpointing"):
-            module.gradient_checkpointing = enabled
+            module.gradient_checkpointing = enabled  # type: ignore[assignment]  # as above
             if enabled:
                 module._gradient_checkpointing_func = model._gradient_checkpointing_func
 

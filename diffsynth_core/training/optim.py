@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,9 @@ def build_optimizer(
         )
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
-    return optimizer_class(name)(params, lr=learning_rate, **kwargs)
+    # a subclass's constructor takes ``lr`` (torch's base class takes a defaults dict)
+    make: Callable[..., torch.optim.Optimizer] = optimizer_class(name)
+    return make(params, lr=learning_rate, **kwargs)
 
 
 @dataclass(frozen=True)

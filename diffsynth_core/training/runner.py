@@ -17,7 +17,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -279,7 +279,8 @@ def _built_with(
     model_logger = _copy_with(
         model_logger, save_every_n_steps=opts.save_every_n_steps, keep_last=opts.keep_last
     )
-    opts = replace(
+    # the fields RunOptions inherits from the generated _RunSettings are invisible to mypy
+    opts = replace(  # type: ignore[call-arg]
         opts, gradient_accumulation_steps=built, on_bad_sample=getattr(dataset, "on_bad_sample", None),
         save_every_n_steps=model_logger.save_every_n_steps, keep_last=model_logger.keep_last,
     )  # fmt: skip
@@ -332,7 +333,7 @@ def seed_run(accelerator: Any, seed: int) -> None:
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     if hasattr(model, "trainable_modules"):  # the seed's DiffusionTrainingModule API
-        return list(model.trainable_modules())
+        return list(cast(Any, model).trainable_modules())
     return [p for p in model.parameters() if p.requires_grad]
 
 

@@ -15,13 +15,16 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    from ..pipeline import BasePipeline
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -34,7 +37,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 @contextmanager
-def untouched_training_state(pipe: Any) -> Iterator[None]:
+def untouched_training_state(pipe: BasePipeline) -> Iterator[None]:
     """Run inference inside; afterwards RNGs, scheduler and module modes are as before."""
     modes = {m: m.training for m in pipe.modules()}
     scheduler = copy.deepcopy(pipe.scheduler)
@@ -72,7 +75,7 @@ class SampleRenderer:
         self.prompts = list(prompts)
         self.every = every
         self.folder = Path(output_path) / "samples"
-        self.settings = {
+        self.settings: dict[str, Any] = {  # keywords of BasePipeline.__call__
             "height": height,
             "width": width,
             "num_inference_steps": num_inference_steps,
@@ -109,7 +112,7 @@ class SampleRenderer:
                 "sample prompts ignored: the training module has no .pipe to sample with"
             )
             self.prompts = []
-        if self.prompts and accelerator.is_main_process:
+        if self.prompts and pipe is not None and accelerator.is_main_process:
             with self._shown(step), untouched_training_state(pipe), accelerator.autocast():
                 paths = [self._one(pipe, step, i, prompt) for i, prompt in enumerate(self.prompts)]
         accelerator.wait_for_everyone()
@@ -119,7 +122,7 @@ class SampleRenderer:
         label = f"sampling {len(self.prompts)} prompt(s) at step {step}"
         return self.progress.paused(label) if self.progress is not None else nullcontext()
 
-    def _one(self, pipe: Any, step: int, index: int, prompt: str) -> Path:
+    def _one(self, pipe: BasePipeline, step: int, index: int, prompt: str) -> Path:
         # progress=False: a second bar would break the training bar's line
         result = pipe(prompt=prompt, seed=self.seed + index, progress=False, **self.settings)
         stem = self.folder / f"step-{step:06d}-{index}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, ResumeError
-from ...training.settings import SETTINGS
+from ...training.settings import BY_NAME, SETTINGS
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
 
@@ -61,7 +61,7 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
 
     file_values = read_config_file(config_file) if config_file else {}
     given = {**file_values, **cli}
-    resume, output = given.get("resume"), Path(given.get("output") or TrainConfig.output)
+    resume, output = given.get("resume"), Path(given.get("output") or BY_NAME["output"].default)
     if resume and given.get("overwrite"):
         raise ConfigError(
             "--overwrite starts afresh and --resume continues the run: give one of them"
@@ -131,7 +131,7 @@ def build_dataset(config: TrainConfig, family: Any) -> Any:
     from ...data import UnifiedDataset
 
     factor = family.defaults.division_factor
-    keys = [k.strip() for k in (config.data_file_keys or "image").split(",") if k.strip()]
+    keys: list[str] = [k.strip() for k in (config.data_file_keys or "image").split(",") if k.strip()]
     size = {
         "max_pixels": config.max_pixels,
         "height": config.height,
@@ -149,7 +149,7 @@ def build_dataset(config: TrainConfig, family: Any) -> Any:
     )
     main = video if "video" in keys[0] else image
     special = {
-        k: (video if "video" in k else image)
+        k: (video if "video" in k and video is not None else image)
         for k in keys[1:]
         if ("video" in k) != ("video" in keys[0])
     }

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, field, make_dataclass
+from dataclasses import Field, asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import ConfigError
 from ...training.settings import BY_NAME, SETTINGS, type_hint
@@ -24,21 +24,35 @@ FAMILY_DEFAULTED = tuple(s.name for s in SETTINGS if s.family_default)
 COMMA_LISTS = tuple(s.name for s in SETTINGS if s.comma_list)
 
 
-def _as_json(self: Any) -> dict[str, Any]:
-    return asdict(self)
+def _from_settings(cls: type) -> type:
+    """``cls`` as a dataclass with one field per setting: its type and default from SETTINGS."""
+    cls.__annotations__ = {s.name: type_hint(s) for s in SETTINGS}
+    for s in SETTINGS:
+        setattr(cls, s.name, field(default=s.default))
+    return dataclass(cls)
 
 
-def _post_init(self: Any) -> None:
-    check_ranges(self)
+@_from_settings
+class TrainConfig:
+    """Every ``diffsynth train`` setting; one field per entry of settings.SETTINGS."""
 
+    if TYPE_CHECKING:
+        # The fields are made from SETTINGS when the module runs, so that each setting is
+        # declared once (settings.py), and a type checker cannot see them: to it the class
+        # takes the settings as keywords and every one reads as Any (a misspelt name is
+        # caught by the tests, not by mypy). ``__dataclass_fields__`` makes it a dataclass
+        # to the checker too (``asdict``, ``fields``).
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
-# Every ``diffsynth train`` setting, one field per entry of SETTINGS (see docs/training.md)
-TrainConfig = make_dataclass(
-    "TrainConfig",
-    [(s.name, type_hint(s), field(default=s.default)) for s in SETTINGS],
-    namespace={"__post_init__": _post_init, "as_json": _as_json, "__module__": __name__},
-)
-TrainConfig.__doc__ = "Every ``diffsynth train`` setting; one field per entry of settings.SETTINGS."
+        def __init__(self, **settings: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def check_ranges(config: Any) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -177,7 +177,7 @@ def save_controlnet(
     """Write a ControlNet in the diffusers / InstantX layout (config.json + safetensors)."""
     output = Path(output)
     if isinstance(model_or_state, torch.nn.Module):
-        model_or_state.save_pretrained(str(output), safe_serialization=True)
+        cast(Any, model_or_state).save_pretrained(str(output), safe_serialization=True)  # diffusers
         return output
     from safetensors.torch import save_file
 

@@ -53,7 +53,7 @@ def mask_tensor(masks: list[Any]) -> torch.Tensor:
     ]
 
 
-def mask_channel(pipe: Any, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def mask_channel(pipe: Any, mask: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """The mask at latent size, 1 where the image is kept (diffusers' ``1 - mask`` after a
     nearest-neighbour resize)."""
     small = torch.nn.functional.interpolate(mask, size=size)

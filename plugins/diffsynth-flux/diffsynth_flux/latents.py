@@ -9,7 +9,12 @@ at ``(0, 0, 0)``, ``txt_ids``). The VAE latents are normalised as ``(z - shift) 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # diffusers is untyped: the name is Any to a type checker
+    from diffusers import AutoencoderKL
 
 VAE_SCALE = 8  # pixels per latent (2 ** (len(block_out_channels) - 1))
 PATCH = 2  # latents per token side
@@ -64,11 +69,11 @@ def as_latent_grid(latents: torch.Tensor, height: int, width: int) -> torch.Tens
     return latents
 
 
-def normalize(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+def normalize(latents: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
     """VAE latents -> the transformer's scale."""
     return (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
 
-def denormalize(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+def denormalize(latents: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
     """The transformer's scale -> VAE latents (written as diffusers writes it)."""
     return (latents / vae.config.scaling_factor) + vae.config.shift_factor

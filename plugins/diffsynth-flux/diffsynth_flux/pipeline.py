@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,10 @@ from ._core import BasePipeline, FlowMatchConfig, FlowMatchScheduler, set_gradie
 from .family import DEV, VARIANTS, FluxVariant
 from .latents import denormalize, image_ids, normalize, pack_latents, text_ids, unpack_latents
 from .units import default_units
+
+if TYPE_CHECKING:  # untyped libraries: these names are Any to a type checker
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
 
 # DiffSynth-Studio trains FLUX.1 with a static shift of 3 (the ``shift`` of the official
 # scheduler_config.json of dev); with the exponential shift that is mu = ln 3.
@@ -48,6 +52,11 @@ class FluxPipeline(BasePipeline):
     """
 
     model_names = ("dit", "vae", "text_encoder", "text_encoder_2")
+    # set by the loader (None only in a pipeline built without its models)
+    dit: FluxTransformer2DModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    text_encoder_2: T5EncoderModel
 
     def __init__(
         self,

@@ -9,8 +9,12 @@ convert between the three exactly as diffusers' ``QwenImagePipeline`` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # diffusers is untyped: the name is Any to a type checker
+    from diffusers import AutoencoderKLQwenImage
 
 VAE_SCALE = 8  # pixels per latent (2 ** len(temperal_downsample))
 PATCH = 2  # latents per token side
@@ -66,7 +70,7 @@ def as_latent_grid(latents: torch.Tensor, height: int, width: int) -> torch.Tens
     return latents
 
 
-def vae_stats(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_stats(vae: AutoencoderKLQwenImage, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE's per-channel latent mean and std, shaped to broadcast over ``(B, C, T, h, w)``."""
     z_dim = vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1)
@@ -74,13 +78,13 @@ def vae_stats(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, t
     return mean.to(like.device, like.dtype), std.to(like.device, like.dtype)
 
 
-def normalize(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+def normalize(latents: torch.Tensor, vae: AutoencoderKLQwenImage) -> torch.Tensor:
     """VAE latents ``(B, C, 1, h, w)`` -> the DiT's normalised grid ``(B, C, h, w)``."""
     mean, std = vae_stats(vae, latents)
     return ((latents - mean) / std)[:, :, 0]
 
 
-def denormalize(latents: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
+def denormalize(latents: torch.Tensor, vae: AutoencoderKLQwenImage) -> torch.Tensor:
     """The DiT's grid ``(B, C, h, w)`` -> VAE latents ``(B, C, 1, h, w)``."""
     latents = latents[:, :, None]
     mean, std = vae_stats(vae, latents)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,10 @@ from diffsynth_core import (
 from .latents import denormalize, img_shapes_for, normalize, pack_latents, unpack_latents
 from .loading import FAMILY, configs_by_component, load_component, scheduler_config
 from .units import default_units
+
+if TYPE_CHECKING:  # untyped libraries: these names are Any to a type checker
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
 DitKwargsFn = Callable[[Any, torch.Tensor, torch.Tensor, dict[str, Any]], Mapping[str, Any]]
 
@@ -53,6 +57,10 @@ class QwenImagePipeline(BasePipeline):
     """
 
     model_names = ("dit", "vae", "text_encoder")
+    # set by the loader (None only in a pipeline built without its models)
+    dit: QwenImageTransformer2DModel
+    vae: AutoencoderKLQwenImage
+    text_encoder: Qwen2_5_VLForConditionalGeneration
 
     def __init__(
         self,
@@ -122,7 +130,9 @@ class QwenImagePipeline(BasePipeline):
         # set before the extra kwargs functions run: a ControlNet follows the DiT's setting
         self._set_checkpointing(use_gradient_checkpointing, use_gradient_checkpointing_offload)
         kwargs = merge_dit_kwargs(self, tokens, sigma, context, dit_extra_kwargs_fns or ())
-        if "txt_seq_lens" in _forward_params(type(self.dit)):  # diffusers < 0.37 needs them
+        dit_class: type[torch.nn.Module] = type(self.dit)
+        # mypy checks a class object's __hash__ as the instance method's; classes hash fine
+        if "txt_seq_lens" in _forward_params(dit_class):  # type: ignore[arg-type]  # diffusers < 0.37 needs them
             kwargs.setdefault("txt_seq_lens", _text_lengths(prompt_emb, prompt_emb_mask))
         out = self.dit(
             hidden_states=tokens,
@@ -254,7 +264,7 @@ class QwenImagePipeline(BasePipeline):
 
 
 @functools.cache
-def _forward_params(model_class: type) -> frozenset[str]:
+def _forward_params(model_class: type[torch.nn.Module]) -> frozenset[str]:
     return frozenset(inspect.signature(model_class.forward).parameters)
 
 

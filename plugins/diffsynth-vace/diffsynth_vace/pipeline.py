@@ -13,7 +13,7 @@ UniPC sampler (see ``sampler.py``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -95,7 +95,8 @@ class WanVacePipeline(BasePipeline):
         if tokenizer_config is not None:
             configs["tokenizer"] = tokenizer_config
         family = "wan-vace-14b" if model_id == REPO_14B else "wan-vace"
-        return load_pipeline(family, configs, device=device, torch_dtype=torch_dtype)
+        # the family's loader builds a WanVacePipeline (a diffsynth_load_pipeline hook may not)
+        return cast(WanVacePipeline, load_pipeline(family, configs, device=device, torch_dtype=torch_dtype))
 
     def load_lora(self, path: str, alpha: float = 1.0, model: str = "dit") -> int:
         """Merge a LoRA file (any supported key form) into ``model``; returns modules changed."""
