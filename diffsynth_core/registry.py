@@ -28,6 +28,7 @@ FIRST_PARTY_FAMILIES = {
     "qwen-image-controlnet": "diffsynth-controlnet",
     "wan-vace": "diffsynth-vace",
     "wan-vace-14b": "diffsynth-vace",
+    "flux": "diffsynth-flux",
     "flux-dev": "diffsynth-flux",
     "flux-schnell": "diffsynth-flux",
 }
@@ -127,6 +128,8 @@ class ModelFamily:
         lora_layout: a :class:`~diffsynth_core.lora.formats.LoraLayout` or
             ``"package.module:attribute"`` naming one; ``None``: the default layout (the
             trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
+        aliases: other ``--model`` names for this family (``flux`` for ``flux-dev``); an alias
+            taken by another family is an error, like a taken name.
         plugin / distribution / version: filled in by the registry from the registering
             plugin; a plugin never sets them.
     """
@@ -141,6 +144,7 @@ class ModelFamily:
     loader: str | Callable[..., Any] | None = None
     units: str | Callable[..., Any] | None = None
     lora_layout: LoraLayout | str | None = None
+    aliases: tuple[str, ...] = ()
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -201,7 +205,7 @@ class FamilyRegistry:
     def add(self, family: ModelFamily, *, plugin: str, distribution: str, version: str) -> None:
         """Add ``family`` as owned by ``plugin``; a taken name raises DuplicateFamilyError."""
         owned = replace(family, plugin=plugin, distribution=distribution, version=version)
-        old = self._families.get(family.name)
+        old = next((self._find(n) for n in (family.name, *family.aliases) if self._find(n)), None)
         if old is not None:
             raise DuplicateFamilyError(
                 f"model family {family.name!r} is registered twice: by {_owner(old)} and by "
@@ -217,10 +221,17 @@ class FamilyRegistry:
             del self._families[name]
         return names
 
-    def get(self, name: str) -> ModelFamily:
-        """The family called ``name``, or an UnknownModelError that says what to do."""
+    def _find(self, name: str) -> ModelFamily | None:
+        """The family whose name or alias is ``name``."""
         if name in self._families:
             return self._families[name]
+        return next((f for f in self._families.values() if name in f.aliases), None)
+
+    def get(self, name: str) -> ModelFamily:
+        """The family called ``name`` (or aliased so), or an UnknownModelError that says what to do."""
+        found = self._find(name)
+        if found is not None:
+            return found
         broken = self.broken_hint(name)
         if broken:
             raise UnknownModelError(broken)

@@ -135,6 +135,7 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
         options=_options(variant),
         loader="diffsynth_flux.loading:load_family_pipeline",
         lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
+        aliases=("flux",) if variant is DEV else (),  # "FLUX" means dev to most users
     )
 
 
