@@ -10,7 +10,8 @@ hook, which plugins can wrap to observe (timing, caching) or replace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -270,6 +271,21 @@ class BasePipeline(torch.nn.Module):
     def cfg_combine(self, posi: torch.Tensor, nega: torch.Tensor, cfg_scale: float) -> torch.Tensor:
         """Classifier-free guidance; families with a rescaled CFG override it."""
         return nega + cfg_scale * (posi - nega)
+
+    @contextmanager
+    def inference_schedule(
+        self, num_inference_steps: int, denoising_strength: float = 1.0, **schedule: Any
+    ) -> Iterator[None]:
+        """Set the inference timesteps for the ``with`` block; a pipeline that was on its
+        training schedule (a sample rendered during training) gets it back afterwards, even
+        when generation fails. ``schedule``: e.g. ``image_seq_len`` for a dynamic shift."""
+        was_training = self.scheduler.training
+        self.scheduler.set_timesteps(num_inference_steps, denoising_strength, **schedule)
+        try:
+            yield
+        finally:
+            if was_training:
+                self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps, training=True)
 
     def denoise(self, inputs_shared: Inputs, inputs_posi: Inputs, inputs_nega: Inputs, progress: bool = True) -> torch.Tensor:
         """The sampling loop over ``self.scheduler.timesteps``; returns the final latents."""

@@ -184,9 +184,7 @@ class FluxPipeline(BasePipeline):
         ``negative_prompt``); ``guidance_scale`` is dev's embedded guidance."""
         height, width = self.check_resize_height_width(height, width)
         steps = num_inference_steps or self.variant.num_inference_steps
-        was_training = self.scheduler.training
         seq_len = (height // 16) * (width // 16)
-        self.scheduler.set_timesteps(steps, denoising_strength, image_seq_len=seq_len)
         shared = {
             "height": height, "width": width, "seed": seed, "rand_device": rand_device,
             "input_image": input_image, "denoising_strength": denoising_strength,
@@ -194,16 +192,11 @@ class FluxPipeline(BasePipeline):
             "batch_size": 1 if isinstance(prompt, str) else len(prompt),
             "max_sequence_length": max_sequence_length, **extra_inputs,
         }  # fmt: skip
-        try:
+        with self.inference_schedule(steps, denoising_strength, image_seq_len=seq_len):
             shared, posi, nega = self.run_units(
                 shared, {"prompt": prompt}, {"negative_prompt": negative_prompt}
             )
             result = self.denoise(shared, posi, nega, progress=progress)
-        finally:
-            if was_training:  # sampling during training must not leave the inference schedule
-                self.scheduler.set_timesteps(
-                    self.scheduler.config.num_train_timesteps, training=True
-                )
         return self._output(result, output_type, single=isinstance(prompt, str))
 
     def _output(self, latents: torch.Tensor, output_type: str, single: bool) -> Any:

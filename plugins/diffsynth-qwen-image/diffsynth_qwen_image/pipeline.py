@@ -220,25 +220,18 @@ class QwenImagePipeline(BasePipeline):
         gives the decoded tensor in [-1, 1], ``"latent"`` the final latents. ``extra_inputs``
         reach the units other plugins add (``control_image`` ...)."""
         height, width = self.check_resize_height_width(height, width)
-        was_training = self.scheduler.training
         seq_len = (height // 16) * (width // 16)
-        self.scheduler.set_timesteps(num_inference_steps, denoising_strength, image_seq_len=seq_len)
         shared = {
             "height": height, "width": width, "seed": seed, "rand_device": rand_device,
             "input_image": input_image, "denoising_strength": denoising_strength,
             "cfg_scale": cfg_scale, "latents": latents, "batch_size": _count(prompt),
             "max_sequence_length": max_sequence_length, "edit_image": edit_image, **extra_inputs,
         }  # fmt: skip
-        try:
+        with self.inference_schedule(num_inference_steps, denoising_strength, image_seq_len=seq_len):
             shared, posi, nega = self.run_units(
                 shared, {"prompt": prompt}, {"negative_prompt": negative_prompt}
             )
             result = self.denoise(shared, posi, nega, progress=progress)
-        finally:
-            if was_training:  # sampling during training must not leave the inference schedule
-                self.scheduler.set_timesteps(
-                    self.scheduler.config.num_train_timesteps, training=True
-                )
         return self._output(result, output_type, single=isinstance(prompt, str))
 
     def _output(self, latents: torch.Tensor, output_type: str, single: bool) -> Any:
