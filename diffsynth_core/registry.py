@@ -130,6 +130,12 @@ class ModelFamily:
             trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
         aliases: other ``--model`` names for this family (``flux`` for ``flux-dev``); an alias
             taken by another family is an error, like a taken name.
+        blocks: pipeline model -> the attribute names of its repeated transformer-block lists
+            (``nn.ModuleList``), in the order forward runs them: ``{"dit":
+            ("transformer_blocks",)}``. One declaration for every mechanism that works block
+            by block (block swap, sharded training's wrapping, regional compilation); read it
+            with :func:`~diffsynth_core.blocks.repeated_blocks`. Empty: the family names none,
+            and those mechanisms refuse it with one line.
         plugin / distribution / version: filled in by the registry from the registering
             plugin; a plugin never sets them.
     """
@@ -145,6 +151,7 @@ class ModelFamily:
     units: str | Callable[..., Any] | None = None
     lora_layout: LoraLayout | str | None = None
     aliases: tuple[str, ...] = ()
+    blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -190,6 +197,7 @@ class ModelFamily:
             "model_files": {name: asdict(files) for name, files in self.model_files.items()},
             "defaults": asdict(self.defaults),
             "options": [asdict(option) for option in self.options],
+            "blocks": {model: list(names) for model, names in self.blocks.items()},
         }
 
 

@@ -6,7 +6,7 @@
         check_family_conformance("my-family", workdir=tmp_path)
 
 It checks, on the family's tiny preset: it builds; it loads through ``load_pipeline`` (the path
-users' weights take); one training step has a finite loss and changes the trainable weights;
+users' weights take); the blocks it declares (``ModelFamily.blocks``) exist; one training step has a finite loss and changes the trainable weights;
 inference returns an image (or frames) of the requested size; a LoRA exported by
 ``ModelLogger`` reads back to the same weights in every built-in format, and merged into a
 freshly loaded pipeline predicts what the LoRA-injected pipeline predicts.
@@ -93,10 +93,28 @@ def check_family_conformance(
     build_tiny(folder)
     data = sample or default_sample(family, height, width)
     module = _training_module(report, family, folder, lora_rank)
+    _check_blocks(report, family, module.pipe)
     _check_training_step(report, module, data)
     _check_inference(report, module.pipe, height, width)
     _check_lora_round_trip(report, family, module, folder, data)
     return report
+
+
+def _check_blocks(report: ConformanceReport, family: Any, pipe: Any) -> None:
+    """Each model named in ``ModelFamily.blocks`` has the block lists it declares."""
+    from ..blocks import block_lists
+    from ..errors import ConfigError
+
+    for model, names in family.blocks.items():
+        try:
+            lists = block_lists(pipe, model)
+        except ConfigError as error:
+            report.check(False, "declared blocks", str(error))
+        report.check(
+            len(lists) == len(names) and all(len(blocks) > 0 for blocks in lists),
+            "declared blocks",
+            f"{model}: {', '.join(names)} must be non-empty ModuleLists of the loaded model",
+        )
 
 
 def _load(family: Any, folder: Path) -> Any:

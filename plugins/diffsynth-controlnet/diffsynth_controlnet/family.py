@@ -117,6 +117,7 @@ def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
         options=base.options + OPTIONS,
         base_family=BASE_FAMILY,
         loader="diffsynth_controlnet.loading:load_from_hook",
+        blocks={**base.blocks, "controlnet": ("transformer_blocks",)},
         units="diffsynth_controlnet.units:control_units",
         lora_layout=LORA_LAYOUT,
     )

@@ -134,6 +134,7 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
         build_tiny=build_tiny if variant.guidance_embeds else build_tiny_schnell,
         options=_options(variant),
         loader="diffsynth_flux.loading:load_family_pipeline",
+        blocks={"dit": ("transformer_blocks", "single_transformer_blocks")},
         lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
         aliases=("flux",) if variant is DEV else (),  # "FLUX" means dev to most users
     )

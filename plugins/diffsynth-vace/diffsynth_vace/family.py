@@ -82,6 +82,9 @@ def _build_tiny(folder: Path) -> None:
 
 LOADER = "diffsynth_vace.pipeline:WanVacePipeline.from_model_configs"
 LORA_LAYOUT = "diffsynth_vace.formats:WAN_LAYOUT"
+# forward runs the VACE blocks beside the main ones (a hint every few layers); the VACE
+# branch's pipeline model is a view of the same lists
+BLOCKS = {"dit": ("blocks", "vace_blocks"), "vace": ("vace_blocks",)}
 
 FAMILIES = (
     ModelFamily(
@@ -92,6 +95,7 @@ FAMILIES = (
         build_tiny=_build_tiny,
         options=OPTIONS,
         loader=LOADER,
+        blocks=BLOCKS,
         lora_layout=LORA_LAYOUT,
     ),
     ModelFamily(
@@ -102,6 +106,7 @@ FAMILIES = (
         build_tiny=_build_tiny,
         options=OPTIONS,
         loader=LOADER,
+        blocks=BLOCKS,
         lora_layout=LORA_LAYOUT,
     ),
 )
