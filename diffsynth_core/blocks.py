@@ -18,7 +18,9 @@ from .errors import ConfigError
 def block_lists(pipe: Any, model: str) -> list[torch.nn.ModuleList]:
     """The block lists of pipeline model ``model``, in forward order (may be empty)."""
     family = getattr(pipe, "family", None)
-    names = tuple(getattr(family, "blocks", {}).get(model, ())) if family is not None else ()
+    if family is None:  # a pipeline built by hand, not through load_pipeline
+        return []
+    names = tuple(family.blocks.get(model, ()))
     target = getattr(pipe, model, None)
     lists = []
     for name in names:
