@@ -67,6 +67,11 @@ def check_ranges(config: Any) -> None:
             "timestep boundaries must satisfy 0 <= --min-timestep-boundary < "
             f"--max-timestep-boundary <= 1 (got {lo} and {hi})"
         )
+    if config.flow_shift is not None and config.dynamic_shift:
+        raise ConfigError(
+            "--flow-shift sets a fixed training shift and --dynamic-shift one that follows the "
+            "resolution: give one of them"
+        )
 
 
 def check_types(values: dict[str, Any], where: str) -> None:
