@@ -82,6 +82,7 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
     file_config, file_options = split_file_values(
         file_values, {o.name for o in options}, f"--config {config_file}"
     )
+    refuse_peer_flags(extra_args, {o.flag for o in options})
     cli_options = split_family_args(extra_args, options, family.name, "train")
     raw = {**file_options, **cli_options}
     if saved:
@@ -101,6 +102,20 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         )
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
+
+
+def refuse_peer_flags(args: list[str], family_flags: set[str]) -> None:
+    """A flag spelt as DiffSynth-Studio, musubi-tuner or kohya spell it (``--learning_rate``,
+    ``--output_dir``) is one line naming our spelling (cli/peers.py)."""
+    from ..peers import flag_suggestion
+
+    for token in args:
+        flag = token.partition("=")[0]
+        if flag in family_flags or flag.replace("--no-", "--", 1) in family_flags:
+            continue
+        message = flag_suggestion(token) if token.startswith("--") else None
+        if message:
+            raise ConfigError(message)
 
 
 def _resumed(

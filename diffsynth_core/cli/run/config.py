@@ -104,6 +104,12 @@ def split_file_values(
     """(TrainConfig values, family option values); any other key is an error listing the valid ones."""
     names = set(BY_NAME)
     unknown = sorted(set(values) - names - family_option_names)
+    from ..peers import key_suggestion  # a peer's spelling: name ours (one line)
+
+    for key in unknown:
+        message = key_suggestion(key, where)
+        if message:
+            raise ConfigError(message)
     if unknown:
         valid = ", ".join(sorted(names | family_option_names))
         raise ConfigError(
