@@ -165,8 +165,8 @@ def flag_suggestion(token: str) -> str | None:
     ``--output_dir``), or None when ``token`` is no peer's."""
     flag = token.partition("=")[0]
     key = flag[2:].replace("-", "_")
-    if not flag.startswith("--") or ("_" not in flag and key not in PEERS):
-        return None
+    if not flag.startswith("--") or ("_" not in flag and (key not in PEERS or key in _declared())):
+        return None  # not a peer's spelling (nor ours with underscores), or our own flag
     target = target_of(key)
     if target is not None:
         ours = "--" + target.replace("_", "-")
