@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ def read_arg_list(text: str) -> Pairs:
         i += 1
         if not token.startswith("--"):
             continue  # a second command's words, a stray value
-        flag, has_value, value = token[2:].partition("=")
+        flag, has_value, inline = token[2:].partition("=")
+        value: Any = inline
         if not has_value:
             value = tokens[i] if i < len(tokens) and not tokens[i].startswith("--") else True
             i += value is not True
@@ -258,11 +260,13 @@ def _load(path: Path, kind: str, text: str) -> Any:
 
     try:
         if kind == "ai-toolkit":
-            import yaml  # PyYAML: installed with accelerate and huggingface_hub
+            import yaml  # type: ignore[import-untyped]  # PyYAML: accelerate's and huggingface_hub's
 
             return yaml.safe_load(text) or {}
-        import tomllib
-
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib
         return tomllib.loads(text)
     except Exception as exc:  # yaml's and tomllib's parse errors: the file is not what it claims
         raise ConfigError(f"{path} is not a valid {kind} file: {' '.join(str(exc).split())}") from exc

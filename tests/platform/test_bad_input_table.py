@@ -165,6 +165,11 @@ ROWS: dict[str, Row] = {
     "train-metadata-is-garbage": train(metadata="{truncated}", expect="truncated.safetensors"),
     "train-max-pixels-0": train(max_pixels="0", height=None, width=None, expect="--max-pixels"),
     "train-resume-missing-folder": train(resume="{out}/state/step-7", expect="step-7"),
+    # --- timesteps, loss, captions (issue 15 items 1, 2)
+    "train-caption-extension-no-dot": train(caption_extension="txt", expect="caption_extension must be a suffix"),
+    "train-caption-dropout-above-1": train(caption_dropout="1.5", expect="--caption-dropout must be <= 1"),
+    "train-flow-shift-0": train(flow_shift="0", expect="--flow-shift must be > 0"),
+    "train-flow-shift-and-dynamic-shift": train("--dynamic-shift", flow_shift="2", expect="give one of them"),
     # --- peers' spellings (issue 15 item 10)
     "train-peer-flag-learning_rate": train("--learning_rate", "1e-4", expect="spelt with dashes: --learning-rate"),
     "train-peer-flag-output_dir": train("--output_dir", "{out}/x", expect="diffsynth train's flag is --output"),
