@@ -97,13 +97,17 @@ def read_arg_list(text: str) -> Pairs:
 
 def read_musubi(data: dict[str, Any]) -> tuple[Pairs, list[str]]:
     """A musubi-tuner TOML: ``[general]`` and the first ``[[datasets]]`` (its dataset config),
-    and top-level training arguments (its ``--config_file``)."""
+    and training arguments (its ``--config_file``: top-level keys, or keys in tables such as
+    ``[optimizer_arguments]``, which only group them)."""
     notes: list[str] = []
     datasets = data.get("datasets") or []
     if len(datasets) > 1:
         notes.append(f"datasets: {len(datasets) - 1} dataset(s) after the first (diffsynth train trains on one)")
     dataset = {**(data.get("general") or {}), **(datasets[0] if datasets else {})}
-    pairs: Pairs = [(k, v) for k, v in data.items() if k not in ("general", "datasets")]
+    pairs: Pairs = []
+    for key, value in data.items():  # training arguments: flat, or in sections (kohya's style)
+        if key not in ("general", "datasets"):
+            pairs += list(value.items()) if isinstance(value, dict) else [(key, value)]
     resolution = dataset.pop("resolution", None)
     if resolution is not None:
         w, h = (resolution, resolution) if isinstance(resolution, int) else resolution

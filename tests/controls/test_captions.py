@@ -138,3 +138,19 @@ def test_resumed_run_reads_the_captions_of_the_unbroken_one(tiny_toy: Path, tmp_
     assert len(set(flat)) > 4
     expected, got = lora_weights(unbroken), lora_weights(resumed_module)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_dataloader_workers_draw_the_epochs_captions(tmp_path: Path) -> None:
+    """The loop's DataLoader (here with a worker process) reads each epoch's captions."""
+    from diffsynth_core.training.batches import EpochBatches
+
+    from .helpers import toy_dataset
+
+    transform = CaptionTransform(dropout=0.5, trigger_word="sks", seed=1)
+    dataset = toy_dataset(tmp_path / "data", n=4, caption_transform=transform)
+    originals = [row["prompt"] for row in dataset.rows]
+    plan = EpochBatches(dataset, batch_size=1, gradient_accumulation_steps=1, seed=0)
+    for epoch in (0, 1):
+        order = [batch[0] for batch in plan.epoch(epoch)]
+        seen = [batch["prompt"] for batch in plan.loader(epoch, num_workers=1)]
+        assert seen == [transform.caption(originals[i], epoch, i) for i in order]

@@ -124,6 +124,12 @@ def test_a_musubi_dataset_config_and_training_arguments(tmp_path: Path) -> None:
     assert [item.split(":")[0] for item in left_out] == ["network_module"]
 
 
+def test_training_arguments_in_sections_are_read_as_flat(tmp_path: Path) -> None:
+    text = "[optimizer_arguments]\nlearning_rate = 3e-4\n[network_arguments]\nnetwork_dim = 4\n"
+    config, _, _ = _convert(tmp_path, "args.toml", text)
+    assert config == {"learning_rate": 3e-4, "lora_rank": 4}
+
+
 def test_a_musubi_command_line_reads_its_dataset_config(tmp_path: Path) -> None:
     (tmp_path / "dataset.toml").write_text(MUSUBI_DATASET)
     line = "accelerate launch qwen_image_train_network.py --dataset_config dataset.toml --network_dim 8\n"

@@ -166,3 +166,11 @@ def test_dynamic_shift_follows_the_resolution_as_inference_does() -> None:
     torch.testing.assert_close(large, reference.sigmas)
     with pytest.raises(ValueError, match="exclude each other"):
         qwen.configure_training(shift=2.0, dynamic=True)
+
+
+@pytest.mark.parametrize("scale", [1.29, 0.5, -0.5])
+def test_mode_is_the_sd3_formula_of_the_same_draws(scale: float) -> None:
+    """Exact, where the moments test is coarse: mode's positions are SD3's f(v) of its draws."""
+    positions = TimestepSampling("mode", mode_scale=scale).positions(256, torch.Generator().manual_seed(3))
+    v = torch.rand(256, generator=torch.Generator().manual_seed(3)).double()
+    torch.testing.assert_close(positions, 1 - v - scale * (torch.cos(math.pi * v / 2) ** 2 - 1 + v))
