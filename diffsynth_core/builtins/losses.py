@@ -1,4 +1,5 @@
-"""Built-in plugin: the flow-matching SFT loss (``--loss sft``)."""
+"""Built-in plugin: the flow-matching SFT loss (``--loss sft``; its ``--loss-type``,
+``--loss-weighting`` and ``--timestep-sampling`` are read by :mod:`..training.losses`)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,5 @@ def diffsynth_register_losses(register: Callable[..., None]) -> None:
     register(
         "sft",
         _sft,
-        description="flow-matching supervised fine-tuning: weighted MSE of (noise - x0)",
+        description="flow-matching supervised fine-tuning: weighted distance (--loss-type) to noise - x0",
     )

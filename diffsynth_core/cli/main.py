@@ -67,6 +67,9 @@ def build_cli(manager: PluginManager | None = None) -> click.Group:
 
     for command in (train, generate, plugins, models, new_plugin):
         cli.add_command(command)
+    from .convert_config import convert_config  # (issue 15 item 10)
+
+    cli.add_command(convert_config)
     cli.manager = manager or get_plugin_manager()  # type: ignore[attr-defined]
     cli.manager.register_commands(cli)  # type: ignore[attr-defined]
     return cli

@@ -14,6 +14,10 @@
 A sample that cannot be loaded never crashes a DataLoader worker with a bare traceback: it is
 turned into a :class:`BadSampleError` carrying its row and path, then either skipped and
 recorded (``on_bad_sample="skip"``) or raised (``"error"``).
+
+A ``caption_transform`` (:class:`~.captions.CaptionTransform`: dropout, tag shuffling, a
+trigger word) changes each sample's ``prompt`` as a function of the seed, the epoch (set by
+the training loop through :meth:`UnifiedDataset.set_epoch`) and the sample's index.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch.utils.data import Dataset
 
 from ..errors import BadSampleError, ConfigError, DatasetError, DiffSynthError
 from .bad_samples import BadRecord, BadSampleLog, SampleLoadError, describe, make_record
+from .captions import CaptionTransform
 from .files import is_empty_value
 from .folder import DEFAULT_CAPTION_EXTENSION, check_caption_extension, scan_folder
 from .images import DEFAULT_PIXEL_LIMIT
@@ -75,6 +80,7 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         required_columns: Sequence[str] = ("prompt",),
         on_bad_sample: str = "skip",
         caption_extension: str = DEFAULT_CAPTION_EXTENSION,
+        caption_transform: CaptionTransform | None = None,
     ):
         if on_bad_sample not in BAD_POLICIES:
             raise ConfigError(f"on_bad_sample must be one of {BAD_POLICIES}, not {on_bad_sample!r}")
@@ -97,6 +103,12 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
         self.notes: list[str] = []  # what did not pair in a captioned folder (see .folder)
         self.rows = self._load_rows(self.required_columns)
         self.bad_records: list[BadRecord] = []  # skips seen by direct indexing in this process
+        self.caption_transform = caption_transform
+        self.epoch = 0  # the epoch whose captions are drawn (set_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the captions of ``epoch`` (the loop calls it before each epoch's DataLoader)."""
+        self.epoch = epoch
 
     def _load_rows(self, required: tuple[str, ...]) -> list[Row]:
         if self.metadata_path is None:
@@ -213,6 +225,9 @@ class UnifiedDataset(Dataset[dict[str, Any] | None]):
                 raise self._contextual(error, index, row_index, column, row.get(column)) from error
             except Exception as error:  # any other per-sample failure gets the same context
                 raise self._contextual(error, index, row_index, column, row.get(column)) from error
+        transform = self.caption_transform
+        if transform is not None and transform.active and isinstance(sample.get("prompt"), str):
+            sample["prompt"] = transform.caption(sample["prompt"], self.epoch, index)
         return sample
 
     def _contextual(

@@ -117,6 +117,8 @@ class EpochBatches:
         # Its own generator: the DataLoader draws worker seeds from it, never from the global
         # RNG, whose state the resume test compares.
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if hasattr(self.dataset, "set_epoch"):  # per-epoch captions (data/captions.py)
+            self.dataset.set_epoch(epoch)
         return DataLoader(
             self.dataset,
             batch_sampler=self.epoch(epoch)[start_batch:],

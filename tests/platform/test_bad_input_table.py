@@ -165,6 +165,23 @@ ROWS: dict[str, Row] = {
     "train-metadata-is-garbage": train(metadata="{truncated}", expect="truncated.safetensors"),
     "train-max-pixels-0": train(max_pixels="0", height=None, width=None, expect="--max-pixels"),
     "train-resume-missing-folder": train(resume="{out}/state/step-7", expect="step-7"),
+    # --- timesteps, loss, captions (issue 15 items 1, 2)
+    "train-caption-extension-no-dot": train(caption_extension="txt", expect="caption_extension must be a suffix"),
+    "train-caption-dropout-above-1": train(caption_dropout="1.5", expect="--caption-dropout must be <= 1"),
+    "train-flow-shift-0": train(flow_shift="0", expect="--flow-shift must be > 0"),
+    "train-flow-shift-and-dynamic-shift": train("--dynamic-shift", flow_shift="2", expect="give one of them"),
+    # --- peers' spellings (issue 15 item 10)
+    "train-peer-flag-learning_rate": train("--learning_rate", "1e-4", expect="spelt with dashes: --learning-rate"),
+    "train-peer-flag-output_dir": train("--output_dir", "{out}/x", expect="diffsynth train's flag is --output"),
+    "train-peer-flag-network_dim": train("--network_dim", "16", expect="diffsynth train's flag is --lora-rank"),
+    "train-peer-flag-max_train_epochs": train("--max_train_epochs=3", expect="diffsynth train's flag is --num-epochs"),
+    "train-peer-flag-dataset_base_path": train("--dataset_base_path", "{data}", expect="diffsynth train's flag is --dataset"),
+    "train-peer-flag-no-equivalent": train("--network_module", "networks.lora", expect="no equivalent"),
+    "toml-peer-key-dataset_base_path": train("--config", "{peer_ds_toml}", expect="diffsynth train's key is dataset"),
+    "toml-peer-key-network_dim": train("--config", "{peer_musubi_toml}", expect="diffsynth train's key is lora_rank"),
+    "toml-peer-key-max_train_epochs": train("--config", "{peer_kohya_toml}", expect="diffsynth train's key is num_epochs"),
+    "convert-config-bad-yaml": Row(("convert-config", "{bad_yaml}"), "not a valid ai-toolkit file"),
+    "convert-config-bad-toml": Row(("convert-config", "{invalid_toml}"), "not a valid musubi-tuner file"),
 }
 
 
@@ -201,11 +218,16 @@ def _bad_config_files(root: Path) -> dict[str, Path]:
         "unknown_toml": b"learnin_rate = 0.001\n",
         "wrong_type_toml": b'learning_rate = "fast"\n',
         "split_toml": b"max_steps = 3\n[train]\nlearning_rate = 0.001\n",
+        "peer_ds_toml": b'dataset_base_path = "data"\n',
+        "peer_musubi_toml": b"network_dim = 16\n",
+        "peer_kohya_toml": b"max_train_epochs = 4\n",
     }
     paths = {}
     for name, data in texts.items():
         paths[name] = root / f"{name}.toml"
         paths[name].write_bytes(data)
+    paths["bad_yaml"] = root / "bad.yaml"
+    paths["bad_yaml"].write_text("config: [unclosed\n")
     return paths
 
 

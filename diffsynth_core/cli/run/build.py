@@ -21,6 +21,11 @@ from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
 
 METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl")
+# the settings the loss reads from its inputs (training/losses.py)
+LOSS_INPUTS = (
+    "min_timestep_boundary", "max_timestep_boundary", "timestep_sampling", "logit_mean", "logit_std",
+    "mode_scale", "sigmoid_scale", "loss_weighting", "loss_type", "huber_delta",
+)  # fmt: skip
 
 
 @dataclass
@@ -77,6 +82,7 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
     file_config, file_options = split_file_values(
         file_values, {o.name for o in options}, f"--config {config_file}"
     )
+    refuse_peer_flags(extra_args, {o.flag for o in options})
     cli_options = split_family_args(extra_args, options, family.name, "train")
     raw = {**file_options, **cli_options}
     if saved:
@@ -96,6 +102,20 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         )
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
+
+
+def refuse_peer_flags(args: list[str], family_flags: set[str]) -> None:
+    """A flag spelt as DiffSynth-Studio, musubi-tuner or kohya spell it (``--learning_rate``,
+    ``--output_dir``) is one line naming our spelling (cli/peers.py)."""
+    from ..peers import flag_suggestion
+
+    for token in args:
+        flag = token.partition("=")[0]
+        if flag in family_flags or flag.replace("--no-", "--", 1) in family_flags:
+            continue
+        message = flag_suggestion(token) if token.startswith("--") else None
+        if message:
+            raise ConfigError(message)
 
 
 def _resumed(
@@ -156,6 +176,17 @@ def build_dataset(config: TrainConfig, family: Any) -> Any:
     return UnifiedDataset(
         config.dataset, find_metadata(config), repeat=config.repeat, data_file_keys=keys, main_data_operator=main,
         special_operator_map=special, required_columns=family.defaults.required_columns, on_bad_sample=config.on_bad_sample,
+        caption_extension=config.caption_extension, caption_transform=caption_transform(config),
+    )  # fmt: skip
+
+
+def caption_transform(config: TrainConfig) -> Any:
+    """The run's caption changes (data/captions.py), drawn from the run's seed."""
+    from ...data.captions import CaptionTransform
+
+    return CaptionTransform(
+        dropout=config.caption_dropout, shuffle_tags=config.shuffle_tags, keep_tokens=config.keep_tokens,
+        trigger_word=config.trigger_word, seed=config.seed,
     )  # fmt: skip
 
 
@@ -201,10 +232,11 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         getattr(
             pipe, name
         ).float()  # trained weights stay fp32 under bf16: small updates would round away
+    if c.flow_shift is not None or c.dynamic_shift:  # else the family's training schedule
+        pipe.scheduler.configure_training(shift=c.flow_shift, dynamic=c.dynamic_shift)
     extra = {
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
-        "min_timestep_boundary": c.min_timestep_boundary, "max_timestep_boundary": c.max_timestep_boundary,
-        "timestep_sampling": c.timestep_sampling, **run.options,
+        **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
     }  # fmt: skip
     return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
 

@@ -67,6 +67,11 @@ def check_ranges(config: Any) -> None:
             "timestep boundaries must satisfy 0 <= --min-timestep-boundary < "
             f"--max-timestep-boundary <= 1 (got {lo} and {hi})"
         )
+    if config.flow_shift is not None and config.dynamic_shift:
+        raise ConfigError(
+            "--flow-shift sets a fixed training shift and --dynamic-shift one that follows the "
+            "resolution: give one of them"
+        )
 
 
 def check_types(values: dict[str, Any], where: str) -> None:
@@ -99,6 +104,12 @@ def split_file_values(
     """(TrainConfig values, family option values); any other key is an error listing the valid ones."""
     names = set(BY_NAME)
     unknown = sorted(set(values) - names - family_option_names)
+    from ..peers import key_suggestion  # a peer's spelling: name ours (one line)
+
+    for key in unknown:
+        message = key_suggestion(key, where)
+        if message:
+            raise ConfigError(message)
     if unknown:
         valid = ", ".join(sorted(names | family_option_names))
         raise ConfigError(
