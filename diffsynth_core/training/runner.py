@@ -104,7 +104,8 @@ def launch_training_task(
     if finished is not None:
         return replace(finished, main_process=accelerator.is_main_process)
     schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
-    optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay)
+    optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay,
+                                offload=opts.optimizer_offload)  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
 
