@@ -48,7 +48,6 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         from .quantize import quiet_torchao_logs
 
         quiet_torchao_logs()
-        _allow_torchao_states()
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -109,16 +108,6 @@ def _offloaded(
     return offloaded
 
 
-def _allow_torchao_states() -> None:
-    """Let a training state holding torchao's quantized optimizer moments load with
-    ``weights_only=True`` (they are tensor subclasses: plain data, but unknown to torch)."""
-    from torchao.optim.subclass_4bit import OptimState4bit
-    from torchao.optim.subclass_8bit import OptimState8bit
-    from torchao.optim.subclass_fp8 import OptimStateFp8
-
-    torch.serialization.add_safe_globals([OptimState4bit, OptimState8bit, OptimStateFp8])
-
-
 @dataclass(frozen=True)
 class LRSchedule:
     """Linear warm-up from 0 over ``warmup_steps``, then constant, linear or cosine decay to 0."""
@@ -155,5 +144,8 @@ class LRSchedule:
         """Set every param group's lr for ``step``; returns it."""
         lr = self(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):  # torchao's optimizers: a tensor, in place
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         return lr

@@ -189,6 +189,7 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
 
     quiet_torchao_logs()  # diffusers imports torchao when it is installed, quantized or not
     c = run.config
+    check_base_precision_runs(c.base_precision, accelerator)  # before anything loads
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     pipe = _load_at_base_precision(run, accelerator, configs, dtype, load_pipeline)
@@ -209,6 +210,19 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
 
 
+def check_base_precision_runs(precision: str | None, accelerator: Any) -> None:
+    """``--base-precision`` on this run's device: bf16 needs bf16 compute, a quantized one a
+    kernel here (a probe layer runs forward and backward)."""
+    from ...training.quantize import check_device_runs
+
+    if precision == "bf16" and accelerator.mixed_precision != "bf16":
+        raise ConfigError(
+            "--base-precision bf16 computes the base in bf16: add --mixed-precision bf16 "
+            "(which also loads the frozen weights in bf16), or leave --base-precision out"
+        )
+    check_device_runs(precision, str(accelerator.device))
+
+
 def _load_at_base_precision(
     run: TrainRun, accelerator: Any, configs: Any, dtype: Any, load: Callable[..., Any]
 ) -> Any:
@@ -221,12 +235,6 @@ def _load_at_base_precision(
     from ...training import quantize
 
     c, device = run.config, str(accelerator.device)
-    if c.base_precision == "bf16" and accelerator.mixed_precision != "bf16":
-        raise ConfigError(
-            "--base-precision bf16 computes the base in bf16: add --mixed-precision bf16 "
-            "(which also loads the frozen weights in bf16), or leave --base-precision out"
-        )
-    quantize.check_device_runs(c.base_precision, device)  # before anything loads
     quantized = c.base_precision in quantize.QUANTIZED
     pipe = load(run.family, configs, device="cpu" if quantized else device, torch_dtype=dtype,
                 options=run.options, purpose="train")  # fmt: skip
