@@ -151,6 +151,7 @@ def quantize_model(
 
         for name in names:
             layer = model.get_submodule(name)
+            assert isinstance(layer, torch.nn.Linear)  # chosen above as one
             weight = to_nf4(layer.weight.detach(), NF4_BLOCK, _nf4_scaler_block(layer.weight))
             layer.weight = torch.nn.Parameter(weight, requires_grad=False)
         return names
