@@ -142,7 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
       help="keep the optimizer state in CPU memory and step there (torchao's "
            "CPUOffloadOptimizer; CUDA only)"),
     S("optimizer", str, "AdamW", "optimization", on_resume="refuse", owner="runner",
-      help="AdamW, Adam, SGD or a dotted class path (bitsandbytes.optim.AdamW8bit) [AdamW]"),
+      help="AdamW, Adam, SGD, AdamW8bit, AdamW4bit, AdamWFp8 (torchao) or a dotted class path "
+           "(bitsandbytes.optim.AdamW8bit) [AdamW]"),
     S("weight_decay", float, None, "optimization", low=0, on_resume="differs", owner="runner",
       help="optimizer weight decay [the optimizer's default]"),
     S("lora_base_model", str, None, "lora", on_resume="refuse",

@@ -100,6 +100,17 @@ def test_apply_follows_the_family_declaration_and_skips_trained_and_absent_model
     assert only.model == "text_encoder" and only.layers == 34  # no DiT loaded; () keeps none
 
 
+def test_layers_a_fully_trained_model_shares_with_the_base_stay_as_they_are() -> None:
+    dit = _dit()  # as Wan's ``vace`` model is a view of the DiT's VACE blocks
+    branch = torch.nn.ModuleDict({"blocks": dit.transformer_blocks[1]})
+    family = SimpleNamespace(name="f", high_precision_modules={"dit": KEPT})
+    pipe = SimpleNamespace(family=family, dit=dit, vace=branch)
+    apply_base_precision(pipe, "fp8", trainable_models=("vace",))
+    for name, layer in _linears(dit).items():
+        shared = name.startswith("transformer_blocks.1.")
+        assert (type(layer.weight).__name__ == "Float8Tensor") == (not shared and not _kept(name))
+
+
 def test_start_up_refusals() -> None:
     family = SimpleNamespace(name="qwen-image", high_precision_modules=qwen.HIGH_PRECISION)
     with pytest.raises(ConfigError, match="--base-precision 'fp3' is unknown"):
