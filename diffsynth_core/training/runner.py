@@ -83,12 +83,14 @@ def launch_training_task(
         args, learning_rate=learning_rate, weight_decay=weight_decay, num_workers=num_workers,
         save_every_n_steps=save_steps, num_epochs=num_epochs, optimizer=customized_optimizer,
     )  # fmt: skip
-    if enable_model_cpu_offload or enable_optimizer_cpu_offload or cpu_offload_split_threshold:
+    if enable_model_cpu_offload or cpu_offload_split_threshold:
         raise ConfigError(
             "CPU offloading (enable_model_cpu_offload ...) is not built in; use "
             "--gradient-checkpointing-offload, --mixed-precision bf16 or accelerate's FSDP / "
             "DeepSpeed offload"
         )
+    if enable_optimizer_cpu_offload:  # the seed's name for --optimizer-offload
+        options.setdefault("optimizer_offload", True)
     for name, value in seed.items():
         if value is not None and options.get(name) is not None and options[name] != value:
             raise ConfigError(f"{name} is given twice (by its seed name and as an option)")

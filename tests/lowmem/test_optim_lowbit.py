@@ -136,3 +136,34 @@ def test_lora_dtype_reaches_the_weights_and_save_dtype_the_file(
             if s.endswith(key.split(".", 1)[1].replace(".weight", ".default.weight"))
         )
         assert torch.allclose(final[key].float(), state[bare].float(), rtol=1e-2, atol=1e-4)
+
+
+def test_the_seeds_optimizer_offload_argument_is_the_offload_switch(
+    toy: dict[str, str], tmp_path: Path
+) -> None:
+    from accelerate import Accelerator
+
+    from diffsynth_core.data import UnifiedDataset
+    from diffsynth_core.pipeline import load_pipeline
+    from diffsynth_core.plugins import get_plugin_manager
+    from diffsynth_core.training.logger import ModelLogger
+    from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+    from diffsynth_core.training.runner import launch_training_task
+
+    pipe = load_pipeline("toy", model_path=toy["model_path"])
+    switch_pipe_to_training_mode(
+        pipe, lora_base_model="dit", lora_target_modules="to_q", lora_rank=4
+    )
+    module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss("sft"))
+    data = Path(toy["dataset"])
+    operator = UnifiedDataset.default_image_operator(data, height=32, width=32)
+    dataset = UnifiedDataset(data, data / "metadata.csv", main_data_operator=operator)
+    logger = ModelLogger(tmp_path / "run", remove_prefix_in_ckpt="pipe.dit.")
+    with pytest.raises(
+        ConfigError, match="--optimizer-offload moves the optimizer state off a CUDA"
+    ):
+        launch_training_task(
+            Accelerator(cpu=True), dataset, module, logger, enable_optimizer_cpu_offload=True,
+            progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "run" / "training_args.json").exists()
