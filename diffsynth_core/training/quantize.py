@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError
 
 PRECISIONS = ("bf16", "fp8", "int8", "nf4", "int4")
 QUANTIZED = ("fp8", "int8", "nf4", "int4")  # weights stored in a torchao tensor subclass
@@ -227,10 +227,24 @@ def apply_base_precision(
         model = getattr(pipe, name, None)
         if not isinstance(model, torch.nn.Module):
             continue
+        _check_paths(model, name, keep.get(name, ()), family)
         before = weight_bytes(model)
         layers = quantize_model(model, precision, keep.get(name, ()), trained)
         done.append(Quantized(name, len(layers), before, weight_bytes(model)))
     return done
+
+
+def _check_paths(model: torch.nn.Module, name: str, keep: Iterable[str], family: Any) -> None:
+    """A kept path the loaded model lacks would quietly quantize the layer it meant."""
+    modules = dict(model.named_modules())
+    missing = [path for path in keep if path not in modules]
+    if missing:
+        owner = getattr(family, "name", "the family")
+        raise PluginError(
+            f"{owner}: high_precision_modules names {name}.{missing[0]}, which the loaded "
+            f"{type(model).__name__} does not have (a plugin bug: the kept layers' paths start "
+            "at the model's root)"
+        )
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:

@@ -111,6 +111,14 @@ def test_layers_a_fully_trained_model_shares_with_the_base_stay_as_they_are() ->
         assert (type(layer.weight).__name__ == "Float8Tensor") == (not shared and not _kept(name))
 
 
+def test_a_kept_path_the_model_lacks_is_a_plugin_error() -> None:
+    from diffsynth_core.errors import PluginError
+
+    family = SimpleNamespace(name="f", high_precision_modules={"dit": ("img_in", "final_proj")})
+    with pytest.raises(PluginError, match="f: high_precision_modules names dit.final_proj"):
+        apply_base_precision(SimpleNamespace(family=family, dit=_dit()), "int8")
+
+
 def test_start_up_refusals() -> None:
     family = SimpleNamespace(name="qwen-image", high_precision_modules=qwen.HIGH_PRECISION)
     with pytest.raises(ConfigError, match="--base-precision 'fp3' is unknown"):
