@@ -128,6 +128,14 @@ class ModelFamily:
         lora_layout: a :class:`~diffsynth_core.lora.formats.LoraLayout` or
             ``"package.module:attribute"`` naming one; ``None``: the default layout (the
             trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
+        high_precision_modules: pipeline model -> the names of its linear layers that
+            ``--base-precision`` leaves in the run's precision (paths from the model's root; a
+            name covers the module and everything under it, so ``proj_out`` is the final
+            projection and no block's ``proj_out``): ``{"dit": ("img_in", "txt_in", "time_text_embed",
+            "norm_out", "proj_out")}``. The keys are the frozen base models ``--base-precision``
+            stores quantized (fp8, int8, nf4); a model not named is never quantized. Norms,
+            embeddings and convolutions are never quantized, so only linear layers need naming.
+            Empty: the family supports no ``--base-precision`` (one error line says so).
         aliases: other ``--model`` names for this family (``flux`` for ``flux-dev``); an alias
             taken by another family is an error, like a taken name.
         blocks: pipeline model -> the attribute names of its repeated transformer-block lists
@@ -150,6 +158,7 @@ class ModelFamily:
     loader: str | Callable[..., Any] | None = None
     units: str | Callable[..., Any] | None = None
     lora_layout: LoraLayout | str | None = None
+    high_precision_modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     plugin: str = ""
@@ -198,6 +207,9 @@ class ModelFamily:
             "defaults": asdict(self.defaults),
             "options": [asdict(option) for option in self.options],
             "blocks": {model: list(names) for model, names in self.blocks.items()},
+            "high_precision_modules": {
+                model: list(names) for model, names in self.high_precision_modules.items()
+            },
         }
 
 

@@ -23,6 +23,7 @@ from ..lora.inject import export_lora_tensors, lora_metadata, lora_scale
 from .atomic import atomic_write, atomic_write_json
 
 MANIFEST = "checkpoints.json"
+SAVE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def assert_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -56,6 +57,9 @@ class ModelLogger:
         save_every_n_steps / save_every_epoch: when ``on_step_end`` / ``on_epoch_end`` save.
         keep_last: keep only the newest K step and epoch checkpoints (the final one is kept).
         metadata: extra provenance for every file (``training_args``, ``base_models`` ...).
+        save_dtype: ``fp32``, ``bf16`` or ``fp16``: the dtype of the floating-point tensors
+            written (``--save-dtype``); None keeps the trained weights' dtype. Training states
+            keep the trained dtype whatever this says, so a resume stays exact.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class ModelLogger:
         save_every_epoch: bool = True,
         keep_last: int | None = None,
         metadata: dict[str, Any] | None = None,
+        save_dtype: str | None = None,
     ) -> None:
         from ..plugins import get_plugin_manager
 
@@ -96,6 +101,11 @@ class ModelLogger:
         self.save_every_epoch = save_every_epoch
         self.keep_last = keep_last
         self.metadata = dict(metadata or {})
+        if save_dtype is not None and save_dtype not in SAVE_DTYPES:
+            raise ConfigError(
+                f"save_dtype {save_dtype!r} is unknown; use one of {', '.join(SAVE_DTYPES)}"
+            )
+        self.save_dtype = save_dtype
         self.manager = get_plugin_manager()
         self.manager.convert_state_dict({}, export_format, family, "lora")  # UnknownFormatError now
 
@@ -199,7 +209,10 @@ class ModelLogger:
         tensors, is_lora = self.export(model, state)
         path = self.path_for(kind, step, epoch)
         name = path.name
-        assert_finite(tensors, str(path))
+        if self.save_dtype is not None:  # after alpha is folded into lora_B, in full precision
+            dtype = SAVE_DTYPES[self.save_dtype]
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        assert_finite(tensors, str(path))  # also catches fp16's overflow to inf
         if self.state_dict_converter is not None:
             converted = self.state_dict_converter(tensors)
         else:

@@ -1,4 +1,11 @@
-"""Optimizers (AdamW or any class by dotted path) and the learning-rate schedule.
+"""Optimizers (AdamW, torchao's low-bit AdamW, or any class by dotted path) and the LR schedule.
+
+``AdamW8bit``, ``AdamW4bit`` and ``AdamWFp8`` are torchao's (``torchao.optim``): the two
+moments stored in 8 bits, 4 bits or fp8 with one scale per block of 256 (tensors under 4096
+values stay in fp32), updates computed in fp32; they run on a CPU too. bitsandbytes' optimizers
+work by their dotted path (``bitsandbytes.optim.AdamW8bit``) once it is installed.
+``--optimizer-offload`` wraps the optimizer in torchao's ``CPUOffloadOptimizer`` (state and
+step in CPU memory; CUDA only).
 
 The schedule is a pure function of the optimizer step: ``lr(step)``. The runner sets each
 param group's ``lr`` from it before every optimizer step, so resuming needs nothing but the
@@ -23,6 +30,9 @@ OPTIMIZER_ALIASES = {
     "adamw": "torch.optim.AdamW",
     "adam": "torch.optim.Adam",
     "sgd": "torch.optim.SGD",
+    "adamw8bit": "torchao.optim.AdamW8bit",
+    "adamw4bit": "torchao.optim.AdamW4bit",
+    "adamwfp8": "torchao.optim.AdamWFp8",
 }
 
 
@@ -34,6 +44,10 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         raise ConfigError(
             f"--optimizer {name!r}: give AdamW, Adam, SGD or a dotted path (bitsandbytes.optim.AdamW8bit)"
         )
+    if module_name.split(".")[0] == "torchao":
+        from .quantize import quiet_torchao_logs
+
+        quiet_torchao_logs()
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -50,9 +64,12 @@ def build_optimizer(
     name: str = "AdamW",
     learning_rate: float = 1e-4,
     weight_decay: float | None = None,
+    offload: bool = False,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
-    """The optimizer over ``params``; ``weight_decay`` None keeps the class's own default."""
+    """The optimizer over ``params``; ``weight_decay`` None keeps the class's own default.
+
+    ``offload`` keeps its state in CPU memory (torchao's CPUOffloadOptimizer; CUDA only)."""
     params = list(params)
     if not params:
         raise ConfigError(
@@ -63,7 +80,32 @@ def build_optimizer(
         kwargs["weight_decay"] = weight_decay
     # a subclass's constructor takes ``lr`` (torch's base class takes a defaults dict)
     make: Callable[..., torch.optim.Optimizer] = optimizer_class(name)
+    if offload:
+        return _offloaded(make, params, learning_rate, **kwargs)
     return make(params, lr=learning_rate, **kwargs)
+
+
+def _offloaded(
+    make: Callable[..., torch.optim.Optimizer],
+    params: list[torch.nn.Parameter],
+    learning_rate: float,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    if params[0].device.type not in ("cuda", "xpu"):
+        raise ConfigError(
+            "--optimizer-offload moves the optimizer state off a CUDA GPU (torchao's "
+            f"CPUOffloadOptimizer); the weights are on {params[0].device.type}, where it "
+            "already lives: leave the option out"
+        )
+    from .quantize import quiet_torchao_logs
+
+    quiet_torchao_logs()
+    from torchao.optim import CPUOffloadOptimizer
+
+    offloaded: torch.optim.Optimizer = CPUOffloadOptimizer(
+        params, optimizer_class=make, lr=learning_rate, **kwargs
+    )
+    return offloaded
 
 
 @dataclass(frozen=True)
@@ -102,5 +144,8 @@ class LRSchedule:
         """Set every param group's lr for ``step``; returns it."""
         lr = self(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):  # torchao's optimizers: a tensor, in place
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         return lr

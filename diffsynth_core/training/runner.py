@@ -83,12 +83,14 @@ def launch_training_task(
         args, learning_rate=learning_rate, weight_decay=weight_decay, num_workers=num_workers,
         save_every_n_steps=save_steps, num_epochs=num_epochs, optimizer=customized_optimizer,
     )  # fmt: skip
-    if enable_model_cpu_offload or enable_optimizer_cpu_offload or cpu_offload_split_threshold:
+    if enable_model_cpu_offload or cpu_offload_split_threshold:
         raise ConfigError(
             "CPU offloading (enable_model_cpu_offload ...) is not built in; use "
             "--gradient-checkpointing-offload, --mixed-precision bf16 or accelerate's FSDP / "
             "DeepSpeed offload"
         )
+    if enable_optimizer_cpu_offload:  # the seed's name for --optimizer-offload
+        options.setdefault("optimizer_offload", True)
     for name, value in seed.items():
         if value is not None and options.get(name) is not None and options[name] != value:
             raise ConfigError(f"{name} is given twice (by its seed name and as an option)")
@@ -104,7 +106,8 @@ def launch_training_task(
     if finished is not None:
         return replace(finished, main_process=accelerator.is_main_process)
     schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
-    optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay)
+    optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay,
+                                offload=opts.optimizer_offload)  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
 

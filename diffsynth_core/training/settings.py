@@ -131,8 +131,19 @@ SETTINGS: tuple[Setting, ...] = (
       help="recompute activations in backward to save memory [family default]"),
     S("gradient_checkpointing_offload", bool, False, "memory",
       help="keep checkpointed activations in CPU memory"),
+    S("base_precision", str, None, "memory", on_resume="differs",
+      help="store the frozen base models' weights in bf16, fp8, int8 or nf4 (torchao; int4 where "
+           "a kernel exists) [as loaded]"),
+    S("lora_dtype", str, "fp32", "lora", choices=("fp32", "bf16"), on_resume="refuse",
+      help="dtype of the trainable LoRA weights [fp32]"),
+    S("save_dtype", str, None, "saving", choices=("fp32", "bf16", "fp16"),
+      help="dtype of the saved weight files [the trained weights' dtype]"),
+    S("optimizer_offload", bool, False, "memory", on_resume="refuse", owner="runner",
+      help="keep the optimizer state in CPU memory and step there (torchao's "
+           "CPUOffloadOptimizer; CUDA only)"),
     S("optimizer", str, "AdamW", "optimization", on_resume="refuse", owner="runner",
-      help="AdamW, Adam, SGD or a dotted class path (bitsandbytes.optim.AdamW8bit) [AdamW]"),
+      help="AdamW, Adam, SGD, AdamW8bit, AdamW4bit, AdamWFp8 (torchao) or a dotted class path "
+           "(bitsandbytes.optim.AdamW8bit) [AdamW]"),
     S("weight_decay", float, None, "optimization", low=0, on_resume="differs", owner="runner",
       help="optimizer weight decay [the optimizer's default]"),
     S("lora_base_model", str, None, "lora", on_resume="refuse",

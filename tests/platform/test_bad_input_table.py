@@ -12,6 +12,7 @@ the bad files below.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -182,7 +183,24 @@ ROWS: dict[str, Row] = {
     "toml-peer-key-max_train_epochs": train("--config", "{peer_kohya_toml}", expect="diffsynth train's key is num_epochs"),
     "convert-config-bad-yaml": Row(("convert-config", "{bad_yaml}"), "not a valid ai-toolkit file"),
     "convert-config-bad-toml": Row(("convert-config", "{invalid_toml}"), "not a valid musubi-tuner file"),
+    # --- low-memory training (issue 13)
+    "train-base-precision-unknown": train(base_precision="fp3", expect="--base-precision 'fp3' is unknown"),
+    "train-base-precision-family-declares-none": train(base_precision="fp8", expect="declares no base models"),
+    "train-optimizer-offload-without-gpu": train("--optimizer-offload", expect="--optimizer-offload"),
+    "train-base-precision-int8-full-training": Row(
+        _command("train", {**TRAIN, "--model": "qwen-image"}, ("--base-precision", "int8", "--trainable-models", "dit"), {}),
+        "--trainable-models trains it fully", family="qwen-image",
+    ),
+    "train-base-precision-bf16-without-bf16-compute": Row(
+        _command("train", {**TRAIN, "--model": "qwen-image"}, ("--base-precision", "bf16"), {}),
+        "add --mixed-precision bf16", family="qwen-image",
+    ),
 }
+if importlib.util.find_spec("mslk") is None:  # int4's kernels (torchao needs them for int4)
+    ROWS["train-base-precision-int4-without-its-kernel"] = Row(
+        _command("train", {**TRAIN, "--model": "qwen-image"}, ("--base-precision", "int4"), {}),
+        "--base-precision int4 cannot run on cpu", family="qwen-image",
+    )
 
 
 def _rows() -> list[object]:

@@ -100,6 +100,10 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         raise ConfigError(
             "--lora-base-model needs --lora-target-modules (comma list of module names)"
         )
+    from ...lora.inject import split_targets
+    from ...training.quantize import check_base_precision
+
+    check_base_precision(config.base_precision, family, split_targets(config.trainable_models or ""))
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
 
@@ -211,22 +215,19 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     from ...pipeline import load_pipeline
     from ...plugins import get_plugin_manager
     from ...training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+    from ...training.quantize import quiet_torchao_logs
     from .presets import model_configs
 
+    quiet_torchao_logs()  # diffusers imports torchao when it is installed, quantized or not
     c = run.config
+    check_base_precision_runs(c.base_precision, accelerator)  # before anything loads
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-    pipe = load_pipeline(
-        run.family,
-        configs,
-        device=str(accelerator.device),
-        torch_dtype=dtype,
-        options=run.options,
-        purpose="train",
-    )
+    pipe = _load_at_base_precision(run, accelerator, configs, dtype, load_pipeline)
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
+        lora_dtype=torch.bfloat16 if c.lora_dtype == "bf16" else torch.float32,
     )  # fmt: skip
     for name in split_targets(c.trainable_models or ""):
         getattr(
@@ -239,6 +240,44 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
     }  # fmt: skip
     return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
+
+
+def check_base_precision_runs(precision: str | None, accelerator: Any) -> None:
+    """``--base-precision`` on this run's device: bf16 needs bf16 compute, a quantized one a
+    kernel here (a probe layer runs forward and backward)."""
+    from ...training.quantize import check_device_runs
+
+    if precision == "bf16" and accelerator.mixed_precision != "bf16":
+        raise ConfigError(
+            "--base-precision bf16 computes the base in bf16: add --mixed-precision bf16 "
+            "(which also loads the frozen weights in bf16), or leave --base-precision out"
+        )
+    check_device_runs(precision, str(accelerator.device))
+
+
+def _load_at_base_precision(
+    run: TrainRun, accelerator: Any, configs: Any, dtype: Any, load: Callable[..., Any]
+) -> Any:
+    """The pipeline, its frozen base models stored at ``--base-precision``.
+
+    Quantized bases load on the CPU and move to the device once stored quantized: a GPU never
+    holds the full-precision weights (a 20B DiT in bf16 would not fit where its fp8 copy does).
+    """
+    from ...lora.inject import split_targets
+    from ...training import quantize
+
+    c, device = run.config, str(accelerator.device)
+    quantized = c.base_precision in quantize.QUANTIZED
+    pipe = load(run.family, configs, device="cpu" if quantized else device, torch_dtype=dtype,
+                options=run.options, purpose="train")  # fmt: skip
+    trained = split_targets(c.trainable_models or "")
+    done = quantize.apply_base_precision(pipe, c.base_precision, trainable_models=trained)
+    quantize.peft_quiet()
+    if quantized and device != "cpu":
+        pipe.to(device)
+        pipe.device = accelerator.device
+    pipe.base_precision_note = quantize.describe(done, c.base_precision)  # for the start-up summary
+    return pipe
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
@@ -254,6 +293,7 @@ def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
         save_every_n_steps=c.save_every_n_steps,
         keep_last=c.keep_last,
         metadata=metadata,
+        save_dtype=c.save_dtype,
     )
 
 
@@ -322,6 +362,8 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
         echo(startup_summary(run, where, module, dataset, accelerator))
+        if getattr(module.pipe, "base_precision_note", ""):
+            echo(f"  {module.pipe.base_precision_note}")
 
     def on_start() -> None:
         removed = remove_previous_run(output) if c.overwrite else ""

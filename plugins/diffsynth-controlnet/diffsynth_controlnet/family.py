@@ -120,4 +120,6 @@ def controlnet_family(base: ModelFamily | None = None) -> ModelFamily:
         blocks={**base.blocks, "controlnet": ("transformer_blocks",)},
         units="diffsynth_controlnet.units:control_units",
         lora_layout=LORA_LAYOUT,
+        # the frozen Qwen-Image base as its family declares it; the ControlNet is trained
+        high_precision_modules=base.high_precision_modules,
     )

@@ -135,6 +135,12 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
         options=_options(variant),
         loader="diffsynth_flux.loading:load_family_pipeline",
         blocks={"dit": ("transformer_blocks", "single_transformer_blocks")},
+        # --base-precision: what lies outside the blocks stays in the run's precision; CLIP is
+        # small and stays, T5 is quantized whole
+        high_precision_modules={
+            "dit": ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out"),
+            "text_encoder_2": (),
+        },
         lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
         aliases=("flux",) if variant is DEV else (),  # "FLUX" means dev to most users
     )

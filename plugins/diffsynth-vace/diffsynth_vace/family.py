@@ -85,6 +85,9 @@ LORA_LAYOUT = "diffsynth_vace.formats:WAN_LAYOUT"
 # forward runs the VACE blocks beside the main ones (a hint every few layers); the VACE
 # branch's pipeline model is a view of the same lists
 BLOCKS = {"dit": ("blocks", "vace_blocks"), "vace": ("vace_blocks",)}
+# --base-precision: the DiT's timestep/text embedding and final projection stay in the run's
+# precision; a fully trained VACE branch (--trainable-models vace) stays as it is too
+HIGH_PRECISION = {"dit": ("condition_embedder", "proj_out"), "text_encoder": ()}
 
 FAMILIES = (
     ModelFamily(
@@ -96,6 +99,7 @@ FAMILIES = (
         options=OPTIONS,
         loader=LOADER,
         blocks=BLOCKS,
+        high_precision_modules=HIGH_PRECISION,
         lora_layout=LORA_LAYOUT,
     ),
     ModelFamily(
@@ -107,6 +111,7 @@ FAMILIES = (
         options=OPTIONS,
         loader=LOADER,
         blocks=BLOCKS,
+        high_precision_modules=HIGH_PRECISION,
         lora_layout=LORA_LAYOUT,
     ),
 )
