@@ -127,6 +127,8 @@ SETTINGS: tuple[Setting, ...] = (
       help="seed of data order, noise and LoRA initialisation [0]"),
     S("mixed_precision", str, None, "memory", choices=("no", "bf16", "fp16"), on_resume="differs",
       help="autocast precision; bf16 also loads frozen weights in bf16 [accelerate's config]"),
+    S("blocks_to_swap", int, 0, "memory", low=0,
+      help="keep the frozen weights of N transformer blocks of the LoRA base model in CPU memory, copied to the GPU ahead of use [0]"),
     S("gradient_checkpointing", bool, True, "memory", family_default=True, negatable=True,
       help="recompute activations in backward to save memory [family default]"),
     S("gradient_checkpointing_offload", bool, False, "memory",

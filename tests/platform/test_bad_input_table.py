@@ -165,6 +165,16 @@ ROWS: dict[str, Row] = {
     "train-metadata-is-garbage": train(metadata="{truncated}", expect="truncated.safetensors"),
     "train-max-pixels-0": train(max_pixels="0", height=None, width=None, expect="--max-pixels"),
     "train-resume-missing-folder": train(resume="{out}/state/step-7", expect="step-7"),
+    # --- block swap (issue 13 item 2)
+    "train-blocks-to-swap-negative": train(blocks_to_swap="-1", expect="--blocks-to-swap must be >= 0"),
+    "train-blocks-to-swap-no-blocks": train(blocks_to_swap="1", expect="family 'toy' declares none"),
+    "train-blocks-to-swap-full-training": train(
+        "--trainable-models", "dit", blocks_to_swap="1", lora_base_model=None, expect="full training"
+    ),
+    "train-blocks-to-swap-too-many": Row(
+        _command("train", {**TRAIN, "--model": "qwen-image", "--preset": "tiny", "--blocks-to-swap": "3"}, (), {"model_path": None}),
+        "--blocks-to-swap 3: 'dit' of 'qwen-image' has 2 blocks", env={"DIFFSYNTH_CACHE": "{out}/cache"}, family="qwen-image",
+    ),
 }
 
 

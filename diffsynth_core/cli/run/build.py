@@ -185,10 +185,11 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     c = run.config
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    swap = _swap_target(c, accelerator)  # check before loading: it takes a while
     pipe = load_pipeline(
         run.family,
         configs,
-        device=str(accelerator.device),
+        device="cpu" if swap else str(accelerator.device),  # swapped blocks never fit there
         torch_dtype=dtype,
         options=run.options,
         purpose="train",
@@ -201,12 +202,34 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         getattr(
             pipe, name
         ).float()  # trained weights stay fp32 under bf16: small updates would round away
+    if swap:
+        from ...training.swap import install_block_swap
+
+        install_block_swap(pipe, swap, c.blocks_to_swap, accelerator.device)
     extra = {
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
         "min_timestep_boundary": c.min_timestep_boundary, "max_timestep_boundary": c.max_timestep_boundary,
         "timestep_sampling": c.timestep_sampling, **run.options,
     }  # fmt: skip
     return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
+
+
+def _swap_target(c: TrainConfig, accelerator: Any) -> str | None:
+    """The pipeline model whose blocks ``--blocks-to-swap`` swaps (the LoRA base model), or
+    None without swap; a ConfigError for a run swap cannot serve."""
+    from ...lora.inject import split_targets
+
+    if not c.blocks_to_swap:
+        return None
+    if not c.lora_base_model or c.lora_base_model in split_targets(c.trainable_models or ""):
+        raise ConfigError(
+            "--blocks-to-swap keeps frozen weights of the LoRA base model in CPU memory; "
+            "full training of a model cannot swap its blocks: train a LoRA (--lora-base-model) "
+            "or leave --blocks-to-swap out"
+        )
+    if "FSDP" in str(getattr(accelerator, "distributed_type", "")):
+        raise ConfigError("--blocks-to-swap and FSDP both manage the weights' placement: use one")
+    return c.lora_base_model
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
