@@ -171,6 +171,8 @@ ROWS: dict[str, Row] = {
     "train-blocks-to-swap-full-training": train(
         "--trainable-models", "dit", blocks_to_swap="1", lora_base_model=None, expect="full training"
     ),
+    "train-attention-without-dispatcher": train(attention="math", expect="has no diffusers attention dispatcher"),
+    "train-compile-no-blocks": train("--compile", expect="--compile needs the transformer blocks"),
     "train-blocks-to-swap-too-many": Row(
         _command("train", {**TRAIN, "--model": "qwen-image", "--preset": "tiny", "--blocks-to-swap": "3"}, (), {"model_path": None}),
         "--blocks-to-swap 3: 'dit' of 'qwen-image' has 2 blocks", env={"DIFFSYNTH_CACHE": "{out}/cache"}, family="qwen-image",
