@@ -208,8 +208,9 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         install_block_swap(pipe, swap, c.blocks_to_swap, accelerator.device)
     from ...training.speed import apply_speed_settings
 
-    trained = c.lora_base_model or split_targets(c.trainable_models or "")[0]
-    apply_speed_settings(pipe, trained, c, accelerator.device)
+    trained = [c.lora_base_model] if c.lora_base_model else split_targets(c.trainable_models or "")
+    if trained:  # (nothing trained: the optimizer says so)
+        apply_speed_settings(pipe, trained[0], c, accelerator.device)
     extra = {
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
         "min_timestep_boundary": c.min_timestep_boundary, "max_timestep_boundary": c.max_timestep_boundary,
