@@ -82,7 +82,15 @@ def build_optimizer(
     make: Callable[..., torch.optim.Optimizer] = optimizer_class(name)
     if offload:
         return _offloaded(make, params, learning_rate, **kwargs)
+    if _fusable(make, params) and "fused" not in kwargs:
+        kwargs["fused"] = True  # one kernel for every tensor's update: no per-tensor launches
     return make(params, lr=learning_rate, **kwargs)
+
+
+def _fusable(cls: Any, params: list[torch.nn.Parameter]) -> bool:
+    """torch's Adam/AdamW over CUDA parameters only: their fused kernels apply (on the CPU the
+    default implementation is kept, so CPU runs stay as they were)."""
+    return cls in (torch.optim.Adam, torch.optim.AdamW) and all(p.device.type == "cuda" for p in params)
 
 
 def _offloaded(

@@ -195,6 +195,18 @@ ROWS: dict[str, Row] = {
         _command("train", {**TRAIN, "--model": "qwen-image"}, ("--base-precision", "bf16"), {}),
         "add --mixed-precision bf16", family="qwen-image",
     ),
+    # --- block swap (issue 13 item 2)
+    "train-blocks-to-swap-negative": train(blocks_to_swap="-1", expect="--blocks-to-swap must be >= 0"),
+    "train-blocks-to-swap-no-blocks": train(blocks_to_swap="1", expect="family 'toy' declares none"),
+    "train-blocks-to-swap-full-training": train(
+        "--trainable-models", "dit", blocks_to_swap="1", lora_base_model=None, expect="full training"
+    ),
+    "train-attention-without-dispatcher": train(attention="math", expect="has no diffusers attention dispatcher"),
+    "train-compile-no-blocks": train("--compile", expect="--compile needs the transformer blocks"),
+    "train-blocks-to-swap-too-many": Row(
+        _command("train", {**TRAIN, "--model": "qwen-image", "--preset": "tiny", "--blocks-to-swap": "3"}, (), {"model_path": None}),
+        "--blocks-to-swap 3: 'dit' of 'qwen-image' has 2 blocks", env={"DIFFSYNTH_CACHE": "{out}/cache"}, family="qwen-image",
+    ),
 }
 if importlib.util.find_spec("mslk") is None:  # int4's kernels (torchao needs them for int4)
     ROWS["train-base-precision-int4-without-its-kernel"] = Row(

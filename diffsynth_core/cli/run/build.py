@@ -223,7 +223,8 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     check_base_precision_runs(c.base_precision, accelerator)  # before anything loads
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-    pipe = _load_at_base_precision(run, accelerator, configs, dtype, load_pipeline)
+    swap = _swap_target(c, accelerator)  # check before loading: it takes a while
+    pipe = _load_at_base_precision(run, accelerator, configs, dtype, load_pipeline, swap)
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
@@ -235,6 +236,15 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         ).float()  # trained weights stay fp32 under bf16: small updates would round away
     if c.flow_shift is not None or c.dynamic_shift:  # else the family's training schedule
         pipe.scheduler.configure_training(shift=c.flow_shift, dynamic=c.dynamic_shift)
+    if swap:
+        from ...training.swap import install_block_swap
+
+        install_block_swap(pipe, swap, c.blocks_to_swap, accelerator.device)
+    from ...training.speed import apply_speed_settings
+
+    trained = [c.lora_base_model] if c.lora_base_model else split_targets(c.trainable_models or "")
+    if trained:  # (nothing trained: the optimizer says so)
+        apply_speed_settings(pipe, trained[0], c, accelerator.device)
     extra = {
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
         **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
@@ -256,28 +266,49 @@ def check_base_precision_runs(precision: str | None, accelerator: Any) -> None:
 
 
 def _load_at_base_precision(
-    run: TrainRun, accelerator: Any, configs: Any, dtype: Any, load: Callable[..., Any]
+    run: TrainRun, accelerator: Any, configs: Any, dtype: Any, load: Callable[..., Any],
+    swap: str | None = None,
 ) -> Any:
     """The pipeline, its frozen base models stored at ``--base-precision``.
 
     Quantized bases load on the CPU and move to the device once stored quantized: a GPU never
     holds the full-precision weights (a 20B DiT in bf16 would not fit where its fp8 copy does).
+    Under ``--blocks-to-swap`` (``swap``: the swapped model) the pipeline stays on the CPU:
+    the swap moves what is not swapped to the device (the swapped blocks never fit there).
     """
     from ...lora.inject import split_targets
     from ...training import quantize
 
     c, device = run.config, str(accelerator.device)
     quantized = c.base_precision in quantize.QUANTIZED
-    pipe = load(run.family, configs, device="cpu" if quantized else device, torch_dtype=dtype,
+    pipe = load(run.family, configs, device="cpu" if quantized or swap else device, torch_dtype=dtype,
                 options=run.options, purpose="train")  # fmt: skip
     trained = split_targets(c.trainable_models or "")
     done = quantize.apply_base_precision(pipe, c.base_precision, trainable_models=trained)
     quantize.peft_quiet()
-    if quantized and device != "cpu":
+    if quantized and device != "cpu" and not swap:
         pipe.to(device)
         pipe.device = accelerator.device
     pipe.base_precision_note = quantize.describe(done, c.base_precision)  # for the start-up summary
     return pipe
+
+
+def _swap_target(c: TrainConfig, accelerator: Any) -> str | None:
+    """The pipeline model whose blocks ``--blocks-to-swap`` swaps (the LoRA base model), or
+    None without swap; a ConfigError for a run swap cannot serve."""
+    from ...lora.inject import split_targets
+
+    if not c.blocks_to_swap:
+        return None
+    if not c.lora_base_model or c.lora_base_model in split_targets(c.trainable_models or ""):
+        raise ConfigError(
+            "--blocks-to-swap keeps frozen weights of the LoRA base model in CPU memory; "
+            "full training of a model cannot swap its blocks: train a LoRA (--lora-base-model) "
+            "or leave --blocks-to-swap out"
+        )
+    if "FSDP" in str(getattr(accelerator, "distributed_type", "")):
+        raise ConfigError("--blocks-to-swap and FSDP both manage the weights' placement: use one")
+    return c.lora_base_model
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
