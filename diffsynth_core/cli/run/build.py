@@ -172,10 +172,17 @@ def make_accelerator(config: TrainConfig) -> Any:
     )
 
 
-def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
-    """(PipelineTrainingModule over the family's pipeline in training mode, where the files are)."""
+def pipeline_dtype(accelerator: Any) -> Any:
     import torch
 
+    return torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+
+
+def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[Any, str]:
+    """(PipelineTrainingModule over the family's pipeline in training mode, where the files are).
+
+    ``cache`` (a :class:`~diffsynth_core.cache.replay.TrainingCache`, ``--cache``): the models
+    it makes unnecessary are never loaded, and its cached units are answered from it."""
     from ...lora.inject import split_targets
     from ...pipeline import load_pipeline
     from ...plugins import get_plugin_manager
@@ -184,10 +191,10 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
 
     c = run.config
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
-    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    dtype = pipeline_dtype(accelerator)
     pipe = load_pipeline(
         run.family,
-        configs,
+        cache.without_dropped(configs) if cache is not None else configs,
         device=str(accelerator.device),
         torch_dtype=dtype,
         options=run.options,
@@ -206,7 +213,15 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         "min_timestep_boundary": c.min_timestep_boundary, "max_timestep_boundary": c.max_timestep_boundary,
         "timestep_sampling": c.timestep_sampling, **run.options,
     }  # fmt: skip
-    return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
+    module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra)
+    if cache is not None:
+
+        def load_dropped() -> Any:  # sample images only: the dropped models, for their duration
+            dropped = {n: configs[n] for n in cache.dropped if n in configs}
+            return load_pipeline(run.family, dropped, device=str(accelerator.device), torch_dtype=dtype)
+
+        cache.attach(module, load_dropped)
+    return module, where
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
@@ -284,8 +299,9 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     if finished is not None:
         finished.main_process = accelerator.is_main_process
         return finished
+    cache = open_training_cache(run, dataset, accelerator) if c.cache else None
     seed_run(accelerator, c.seed)  # the run's one seeding: LoRA initialisation, noise, timesteps
-    module, where = build_module(run, accelerator)
+    module, where = build_module(run, accelerator, cache)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
@@ -300,6 +316,27 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     return launch_training_task(
         accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
     )
+
+
+def open_training_cache(run: TrainRun, dataset: Any, accelerator: Any) -> Any:
+    """``--cache``: the cache, checked against the run (fingerprint, rows) before loading."""
+    from ...cache.replay import open_cache
+    from .presets import model_configs
+
+    c = run.config
+    configs, _ = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
+    return open_cache(c.cache, run, dataset, configs, pipeline_dtype(accelerator))
+
+
+def explain_cache(run: TrainRun, echo: Callable[[str], None] = print) -> int:
+    """``--explain-cache``: print which units a cache holds, which run every step and which
+    models training from it does not load; writes nothing."""
+    from ...cache.plan import plan_for
+
+    module, _where = build_module(run, make_accelerator(run.config))
+    echo(f"{run.family.name}: split training plan (from the units' declarations)")
+    echo(plan_for(module.pipe).format())
+    return 0
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
