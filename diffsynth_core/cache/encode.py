@@ -68,12 +68,16 @@ def encode_sample(module: Any, plan: CachePlan, data: Any) -> list[tuple[str, st
             )
         before = (dict(shared), dict(posi), dict(nega))
         shared, posi, nega = pipe.unit_runner(unit, pipe, shared, posi, nega)
-        parts = [copied(delta(b, a), "cpu") for b, a in zip(before, (shared, posi, nega), strict=True)]
+        parts = [
+            copied(delta(b, a), "cpu") for b, a in zip(before, (shared, posi, nega), strict=True)
+        ]
         out.append((key, unit.name, (parts[0], parts[1], parts[2])))
     return out
 
 
-def _encode_row(module: Any, plan: CachePlan, dataset: Any, row: int, accelerator: Any) -> tuple[list[Any], str | None]:
+def _encode_row(
+    module: Any, plan: CachePlan, dataset: Any, row: int, accelerator: Any
+) -> tuple[list[Any], str | None]:
     import torch
 
     from ..data import collate_samples, split_bad
@@ -89,7 +93,13 @@ def _encode_row(module: Any, plan: CachePlan, dataset: Any, row: int, accelerato
         return encode_sample(module, plan, data), None
 
 
-def build_cache(run: Any, output: str | Path, command: str, echo: Callable[[str], None] = print, progress: bool = True) -> CacheReport:
+def build_cache(
+    run: Any,
+    output: str | Path,
+    command: str,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> CacheReport:
     """Build (or resume) the cache of ``run``'s dataset in ``output``."""
     from tqdm.auto import tqdm
 
@@ -99,7 +109,9 @@ def build_cache(run: Any, output: str | Path, command: str, echo: Callable[[str]
     started = time.monotonic()
     c = run.config
     if c.batch_size != 1:
-        raise ConfigError("--batch-size does not apply to `diffsynth cache` (it encodes one row at a time)")
+        raise ConfigError(
+            "--batch-size does not apply to `diffsynth cache` (it encodes one row at a time)"
+        )
     accelerator = make_accelerator(c)
     dataset = build_dataset(c, run.family)
     rows = row_fingerprints(dataset)
@@ -127,7 +139,9 @@ def build_cache(run: Any, output: str | Path, command: str, echo: Callable[[str]
     accelerator.wait_for_everyone()
     mine = list(range(len(rows)))[accelerator.process_index :: accelerator.num_processes]
     encoded = reused = bad = 0
-    bar = tqdm(mine, desc="cache", unit="row", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(
+        mine, desc="cache", unit="row", disable=not (progress and accelerator.is_main_process)
+    )
     for row in bar:
         digest_now = row_hash(rows[row])
         if folder.done(row, digest_now, settings):
@@ -145,12 +159,21 @@ def build_cache(run: Any, output: str | Path, command: str, echo: Callable[[str]
                        accelerator.is_main_process)  # fmt: skip
 
 
-def _write_index(folder: CacheFolder, rows: list[dict[str, Any]], fingerprint: dict[str, Any], settings: str, plan: CachePlan, command: str) -> None:
+def _write_index(
+    folder: CacheFolder,
+    rows: list[dict[str, Any]],
+    fingerprint: dict[str, Any],
+    settings: str,
+    plan: CachePlan,
+    command: str,
+) -> None:
     listed = []
     for index, row in enumerate(rows):
         header = folder.header(index)
         if header is None or header["settings"] != settings or header["row_hash"] != row_hash(row):
-            raise ConfigError(f"cache row {index} ({row['label']}) was not written; run the command again")
+            raise ConfigError(
+                f"cache row {index} ({row['label']}) was not written; run the command again"
+            )
         listed.append({**row, "bad": header.get("bad")})
     folder.write_index({"fingerprint": fingerprint, "settings": settings, "plan": plan.as_json(),
                         "rows": listed, "command": command})  # fmt: skip

@@ -38,7 +38,9 @@ def _pack(value: Any, path: str, tensors: dict[str, torch.Tensor], unit: str) ->
 def pack(entry: Entry, prefix: str, tensors: dict[str, torch.Tensor], unit: str) -> dict[str, Any]:
     """The structure of ``entry``; its tensors are added to ``tensors``."""
     return {
-        branch: {name: _pack(v, f"{prefix}/{branch}/{name}", tensors, unit) for name, v in part.items()}
+        branch: {
+            name: _pack(v, f"{prefix}/{branch}/{name}", tensors, unit) for name, v in part.items()
+        }
         for branch, part in zip(BRANCHES, entry, strict=True)
     }
 

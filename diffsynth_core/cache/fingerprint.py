@@ -50,8 +50,11 @@ def settings_fingerprint(run: Any, configs: Mapping[str, Any], dtype: Any) -> di
         "dtype": str(dtype),
         "model_files": model_files(configs),
         "resolution": {
-            "height": c.height, "width": c.width, "max_pixels": c.max_pixels,
-            "num_frames": c.num_frames, "division_factor": family.defaults.division_factor,
+            "height": c.height,
+            "width": c.width,
+            "max_pixels": c.max_pixels,
+            "num_frames": c.num_frames,
+            "division_factor": family.defaults.division_factor,
             "data_file_keys": c.data_file_keys,
         },  # fmt: skip
         "family_options": {k: str(v) for k, v in sorted(run.raw_options.items())},
@@ -92,7 +95,9 @@ def row_fingerprints(dataset: Any) -> list[dict[str, Any]]:
         columns = dataset.file_columns(row)
         label = next((str(row.get(c)) for c in columns if row.get(c)), f"row {index}")
         fields = {k: v for k, v in row.items() if k not in columns}
-        out.append({"label": label, "fields": digest(fields), "files": digest(files), "file_list": files})
+        out.append(
+            {"label": label, "fields": digest(fields), "files": digest(files), "file_list": files}
+        )
     return out
 
 
@@ -125,14 +130,20 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def row_differences(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def row_differences(
+    old: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> tuple[list[str], list[str]]:
     """(rows that changed, one phrase each; labels of rows the cache does not have)."""
     changed = []
     for index, (was, now) in enumerate(zip(old, new, strict=False)):
         if was["fields"] != now["fields"]:
             changed.append(f"row {index} ({now['label']}): its caption or other fields")
         elif was["files"] != now["files"]:
-            files = [f.split(":", 1)[1] for f, h in now["file_list"].items() if was["file_list"].get(f) != h]
+            files = [
+                f.split(":", 1)[1]
+                for f, h in now["file_list"].items()
+                if was["file_list"].get(f) != h
+            ]
             changed.append(f"row {index}: the contents of {', '.join(files) or 'its files'}")
     missing = [f"{i} ({row['label']})" for i, row in enumerate(new) if i >= len(old)]
     return changed, missing
@@ -140,4 +151,6 @@ def row_differences(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tup
 
 def named(items: list[str]) -> str:
     shown = "; ".join(items[:ROW_LABEL_LIMIT])
-    return shown + (f" and {len(items) - ROW_LABEL_LIMIT} more" if len(items) > ROW_LABEL_LIMIT else "")
+    return shown + (
+        f" and {len(items) - ROW_LABEL_LIMIT} more" if len(items) > ROW_LABEL_LIMIT else ""
+    )

@@ -59,10 +59,17 @@ class CacheFolder:
 
     def done(self, row: int, row_hash: str, settings: str) -> bool:
         header = self.header(row)
-        return header is not None and header["row_hash"] == row_hash and header["settings"] == settings
+        return (
+            header is not None and header["row_hash"] == row_hash and header["settings"] == settings
+        )
 
     def write(
-        self, row: int, row_hash: str, settings: str, entries: Iterable[tuple[str, str, Entry]], bad: str | None = None
+        self,
+        row: int,
+        row_hash: str,
+        settings: str,
+        entries: Iterable[tuple[str, str, Entry]],
+        bad: str | None = None,
     ) -> Path:
         """Row ``row``'s shard: its (key, unit name, entry) list; ``bad``: why it was skipped."""
         from safetensors.torch import save_file
@@ -73,7 +80,9 @@ class CacheFolder:
             keys[key] = {"unit": unit, "structure": pack(entry, key, tensors, unit)}
         header = {"row": row, "row_hash": row_hash, "settings": settings, "keys": keys, "bad": bad}
         metadata = {META_KEY: json.dumps(header, sort_keys=True)}
-        return atomic_write(self.shard(row), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        return atomic_write(
+            self.shard(row), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+        )
 
     # -- the index ----------------------------------------------------------------------------
 
@@ -88,7 +97,9 @@ class CacheFolder:
             )
         path = self.root / INDEX
         if not path.is_file():
-            hint = "a cache run that did not finish" if self.rows.is_dir() else "not a diffsynth cache"
+            hint = (
+                "a cache run that did not finish" if self.rows.is_dir() else "not a diffsynth cache"
+            )
             raise ConfigError(
                 f"{what} {self.root} has no {INDEX} ({hint}); run `diffsynth cache ... --output "
                 f"{self.root}` (it resumes where it stopped)"
@@ -96,9 +107,13 @@ class CacheFolder:
         try:
             index = json.loads(path.read_text())
         except ValueError as error:
-            raise ConfigError(f"{what} {path} is not valid JSON ({error}); rebuild the cache") from error
+            raise ConfigError(
+                f"{what} {path} is not valid JSON ({error}); rebuild the cache"
+            ) from error
         if not isinstance(index, dict) or index.get("format") != FORMAT:
-            raise ConfigError(f"{what} {self.root} was written by another diffsynth version: rebuild it")
+            raise ConfigError(
+                f"{what} {self.root} was written by another diffsynth version: rebuild it"
+            )
         return index
 
 

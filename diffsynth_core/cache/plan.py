@@ -57,7 +57,9 @@ class CachePlan:
     def format(self) -> str:
         """The plan as ``--explain-cache`` prints it."""
         lines = ["cached (run once by `diffsynth cache`):"]
-        lines += [f"  {u.name}  [{', '.join(u.models) or 'no model'}]" for u in self.units if u.cached]
+        lines += [
+            f"  {u.name}  [{', '.join(u.models) or 'no model'}]" for u in self.units if u.cached
+        ]
         if not self.cached:
             lines.append("  (none: nothing to cache for this family and these settings)")
         lines.append("every step:")
@@ -108,13 +110,25 @@ def plan_units(
         ]
         per_step_input = next(((n, p[0]) for n, p in upstream if p is not None and not p[1]), None)
         if unit.take_over:
-            role = UnitRole(unit.name, False, "take-over unit: sees and may change every input", models)
+            role = UnitRole(
+                unit.name, False, "take-over unit: sees and may change every input", models
+            )
         elif not unit.cacheable:
             role = UnitRole(unit.name, False, "not cacheable", models)
         elif trained & set(models):
-            role = UnitRole(unit.name, False, f"uses the trained {', '.join(sorted(trained & set(models)))}", models)
+            role = UnitRole(
+                unit.name,
+                False,
+                f"uses the trained {', '.join(sorted(trained & set(models)))}",
+                models,
+            )
         elif per_step_input is not None:
-            role = UnitRole(unit.name, False, f"reads {per_step_input[0]} from {per_step_input[1]}, which runs every step", models)
+            role = UnitRole(
+                unit.name,
+                False,
+                f"reads {per_step_input[0]} from {per_step_input[1]}, which runs every step",
+                models,
+            )
         for written in _writes(unit):
             producer[written] = (unit.name, role.cached)
         roles.append(role)

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .fingerprint import differences, named, row_differences, row_fingerprints, settings_fingerprint, unit_fingerprint
+from .fingerprint import (
+    differences,
+    named,
+    row_differences,
+    row_fingerprints,
+    settings_fingerprint,
+    unit_fingerprint,
+)
 from .folder import CacheFolder, ShardStore
 from .keys import call_key
 from .plan import plan_for
@@ -33,7 +40,9 @@ class CacheReplay:
         self.inner, self.store, self.cached, self.source = inner, store, cached, source
         self.hits = 0
 
-    def __call__(self, unit: Any, pipe: Any, shared: Inputs, posi: Inputs, nega: Inputs) -> tuple[Inputs, Inputs, Inputs]:
+    def __call__(
+        self, unit: Any, pipe: Any, shared: Inputs, posi: Inputs, nega: Inputs
+    ) -> tuple[Inputs, Inputs, Inputs]:
         if unit.name in self.cached:
             key = call_key(unit, shared, posi, nega)
             entry = self.store.get(key, pipe.device) if key is not None else None
@@ -105,7 +114,9 @@ class TrainingCache:
         return replay
 
 
-def open_cache(path: str | Path, run: Any, dataset: Any, configs: Mapping[str, Any], dtype: Any) -> TrainingCache:
+def open_cache(
+    path: str | Path, run: Any, dataset: Any, configs: Mapping[str, Any], dtype: Any
+) -> TrainingCache:
     """The cache at ``path``, checked against the run before any model is loaded."""
     folder = CacheFolder(path)
     index = folder.read_index()

@@ -81,7 +81,10 @@ def contents(cache: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     shards = {}
     for shard in sorted((cache / "rows").iterdir()):
         with safe_open(str(shard), framework="pt") as handle:
-            shards[shard.name] = (handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()})  # noqa: SIM118
+            shards[shard.name] = (
+                handle.metadata(),
+                {k: handle.get_tensor(k) for k in handle.keys()},
+            )  # noqa: SIM118
     return index, shards
 
 
@@ -90,7 +93,8 @@ def same_cache(a: Path, b: Path) -> bool:
     if index_a != index_b or shards_a.keys() != shards_b.keys():
         return False
     return all(
-        shards_a[n][0] == shards_b[n][0] and same_weights(shards_a[n][1], shards_b[n][1]) for n in shards_a
+        shards_a[n][0] == shards_b[n][0] and same_weights(shards_a[n][1], shards_b[n][1])
+        for n in shards_a
     )
 
 
@@ -100,6 +104,7 @@ class NeverBuilt:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *classes: type) -> None:
         self.built: list[str] = []
         for cls in classes:
+
             def refuse(self_: Any, *args: Any, _name: str = cls.__name__, **kwargs: Any) -> None:
                 self.built.append(_name)
                 raise AssertionError(f"{_name} was constructed")

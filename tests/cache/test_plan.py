@@ -11,7 +11,11 @@ from diffsynth_core.pipeline import PipelineUnit
 def unit(name: str, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = (), models: tuple[str, ...] = (),
          cacheable: bool = True, **kw: Any) -> PipelineUnit:  # fmt: skip
     made = type(name, (PipelineUnit,), {})(
-        input_params=inputs, output_params=outputs, onload_model_names=models, cacheable=cacheable, **kw
+        input_params=inputs,
+        output_params=outputs,
+        onload_model_names=models,
+        cacheable=cacheable,
+        **kw,
     )
     return made
 
@@ -28,7 +32,9 @@ def text_to_image() -> list[PipelineUnit]:
 
 
 def test_frozen_encoders_are_cached_and_their_models_not_needed() -> None:
-    plan = plan_units(text_to_image(), ("dit", "vae", "text_encoder"), trained={"dit"}, keep={"dit"})
+    plan = plan_units(
+        text_to_image(), ("dit", "vae", "text_encoder"), trained={"dit"}, keep={"dit"}
+    )
     assert plan.cached == ("Image", "Prompt")
     assert plan.per_step == ("Shape", "Noise", "Start")
     assert plan.dropped_models == ("vae", "text_encoder") and plan.kept_models == ("dit",)
@@ -47,9 +53,16 @@ def test_a_unit_downstream_of_a_per_step_unit_runs_every_step() -> None:
 
 
 def test_a_trained_encoder_runs_every_step_and_stays_loaded() -> None:
-    plan = plan_units(text_to_image(), ("dit", "vae", "text_encoder"), trained={"dit", "text_encoder"}, keep={"dit"})
+    plan = plan_units(
+        text_to_image(),
+        ("dit", "vae", "text_encoder"),
+        trained={"dit", "text_encoder"},
+        keep={"dit"},
+    )
     assert plan.cached == ("Image",) and plan.dropped_models == ("vae",)
-    assert next(r for r in plan.units if r.name == "Prompt").reason == "uses the trained text_encoder"
+    assert (
+        next(r for r in plan.units if r.name == "Prompt").reason == "uses the trained text_encoder"
+    )
 
 
 def test_the_denoiser_is_never_dropped_and_branch_outputs_are_tracked() -> None:

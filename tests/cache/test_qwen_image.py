@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import EXAMPLES, NeverBuilt, copy_rows, invoke, lora, losses, ok, same_cache, same_weights
+from .conftest import (
+    EXAMPLES,
+    NeverBuilt,
+    copy_rows,
+    invoke,
+    lora,
+    losses,
+    ok,
+    same_cache,
+    same_weights,
+)
 
 pytestmark = pytest.mark.slow
 SIZE = ("--height", "32", "--width", "32")
@@ -21,7 +31,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> dict[st
     root = tmp_path_factory.mktemp("qwen-split")
     data = copy_rows(EXAMPLES / "qwen_image" / "data", root / "data", 3)
     cache = root / "cache"
-    ok(invoke("cache", "--model", "qwen-image", "--preset", "tiny", "--dataset", data, *SIZE, "--output", cache, "--no-progress"))
+    ok(
+        invoke(
+            "cache",
+            "--model",
+            "qwen-image",
+            "--preset",
+            "tiny",
+            "--dataset",
+            data,
+            *SIZE,
+            "--output",
+            cache,
+            "--no-progress",
+        )
+    )
     return {"root": root, "data": data, "cache": cache}
 
 
@@ -51,16 +75,26 @@ def test_sample_images_load_the_dropped_models_only_while_sampling(setup: dict[s
     out = root / "sampled"
     ok(invoke("train", *common(data), "--max-steps", "2", "--cache", cache, "--output", out,
               "--sample-prompts", root / "prompts.txt", "--sample-every", "2", "--sample-steps", "2"))  # fmt: skip
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000000-0.png", "step-000002-0.png"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step-000000-0.png",
+        "step-000002-0.png",
+    ]
 
 
-def test_a_cache_built_by_two_processes_equals_one_built_by_one(setup: dict[str, Path], tiny_cache: Path) -> None:
+def test_a_cache_built_by_two_processes_equals_one_built_by_one(
+    setup: dict[str, Path], tiny_cache: Path
+) -> None:
     root, data = setup["root"], setup["data"]
     two = root / "cache-2"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", "29531", "--module", "diffsynth_core.cli.main"]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "DIFFSYNTH_CACHE": str(tiny_cache)}
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "DIFFSYNTH_CACHE": str(tiny_cache),
+    }
     env.pop("DIFFSYNTH_DEBUG", None)
     args = ["cache", *map(str, common(data)), "--output", str(two), "--no-progress"]
     done = subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=300)
@@ -97,10 +131,15 @@ def test_a_changed_caption_makes_the_cache_stale(setup: dict[str, Path]) -> None
     root, data, cache = setup["root"], setup["data"], setup["cache"]
     metadata = data / "metadata.csv"
     metadata.write_text(metadata.read_text().replace("a yellow square", "a green square"))
-    result = invoke("train", *common(data), "--max-steps", "1", "--cache", cache, "--output", root / "stale")
+    result = invoke(
+        "train", *common(data), "--max-steps", "1", "--cache", cache, "--output", root / "stale"
+    )
     assert result.exit_code == 1
     line = result.output.strip()
     assert "\n" not in line and "Traceback" not in result.output
     assert line.startswith(f"error: --cache {cache} is stale: row 1 (image_01.png): its caption")
-    assert "rebuild it with: diffsynth cache --model qwen-image" in line and f"--output {cache}" in line
+    assert (
+        "rebuild it with: diffsynth cache --model qwen-image" in line
+        and f"--output {cache}" in line
+    )
     assert not (root / "stale").exists()  # nothing of the run was written

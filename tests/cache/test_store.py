@@ -33,14 +33,20 @@ def test_an_output_a_cache_cannot_store_names_the_unit() -> None:
         pack(({"thing": object()}, {}, {}), "k", {}, "Embed")
 
 
-def test_a_shard_is_complete_or_absent_and_is_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shard_is_complete_or_absent_and_is_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from safetensors import torch as st
 
     folder = CacheFolder(tmp_path / "c")
     folder.prepare()
     emb = torch.randn(1, 3)
     folder.write(0, "h0", "s", [("key0", "Prompt", ({}, {"emb": emb}, {}))])
-    assert folder.done(0, "h0", "s") and not folder.done(0, "h1", "s") and not folder.done(0, "h0", "t")
+    assert (
+        folder.done(0, "h0", "s")
+        and not folder.done(0, "h1", "s")
+        and not folder.done(0, "h0", "t")
+    )
 
     def killed(*args: object, **kwargs: object) -> None:
         Path(args[1]).write_bytes(b"half a shard")  # type: ignore[arg-type]

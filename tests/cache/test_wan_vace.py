@@ -27,7 +27,14 @@ def test_wan_vace_trains_from_its_cache_with_the_same_losses(
     ok(invoke("cache", *common, "--output", tmp_path / "cache", "--no-progress"))
     ok(invoke("train", *common, *train, "--output", tmp_path / "plain"))
     guard = NeverBuilt(monkeypatch, AutoencoderKLWan, UMT5EncoderModel)
-    ok(invoke("train", *common, *train, "--cache", tmp_path / "cache", "--output", tmp_path / "cached"))
+    ok(
+        invoke(
+            "train", *common, *train, "--cache", tmp_path / "cache", "--output", tmp_path / "cached"
+        )
+    )
     assert guard.built == []
-    assert losses(tmp_path / "cached") == losses(tmp_path / "plain") and len(losses(tmp_path / "plain")) == 3
+    assert (
+        losses(tmp_path / "cached") == losses(tmp_path / "plain")
+        and len(losses(tmp_path / "plain")) == 3
+    )
     assert same_weights(lora(tmp_path / "cached"), lora(tmp_path / "plain"))
