@@ -20,6 +20,8 @@ from .folder import INDEX, CacheFolder
 from .keys import call_key, copied, delta
 from .plan import CachePlan, plan_for
 
+Inputs = dict[str, Any]
+
 
 @dataclass
 class CacheReport:
@@ -50,13 +52,21 @@ def cache_module(run: Any, accelerator: Any) -> Any:
     return module
 
 
-def encode_sample(module: Any, plan: CachePlan, data: Any) -> list[tuple[str, str, Any]]:
-    """(key, unit name, entry) of each cached unit, run in order on one sample's inputs.
+Call = tuple[str, str, Any]  # (key, unit name, entry)
+
+
+def encode_sample(
+    module: Any, plan: CachePlan, data: Any, known: set[str] | None = None
+) -> tuple[list[Call], list[Call]]:
+    """(key, unit name, entry) of each cached unit, run in order on one sample's inputs; and
+    the variants shared by rows (keys in ``known`` are not computed again).
 
     The per-step units are skipped: by the plan's rule no cached unit reads their outputs."""
     pipe, cached = module.pipe, set(plan.cached)
     shared, posi, nega = module.initial_inputs(data)
-    out = []
+    out: list[Call] = []
+    variants: list[Call] = []
+    known = set() if known is None else known
     for unit in pipe.units:
         if unit.name not in cached:
             continue
@@ -72,12 +82,35 @@ def encode_sample(module: Any, plan: CachePlan, data: Any) -> list[tuple[str, st
             copied(delta(b, a), "cpu") for b, a in zip(before, (shared, posi, nega), strict=True)
         ]
         out.append((key, unit.name, (parts[0], parts[1], parts[2])))
-    return out
+        if unit.separate_cfg:
+            variants += _negative_as_positive(pipe, unit, key, before, known)
+    return out, variants
+
+
+def _negative_as_positive(
+    pipe: Any, unit: Any, key: str, before: tuple[Inputs, Inputs, Inputs], known: set[str]
+) -> list[Call]:
+    """The unit's positive branch run on the negative branch's inputs (the empty caption
+    training gets when a caption is dropped), so that a dropped caption is in the cache too."""
+    shared, posi, nega = before
+    swapped = dict(posi)
+    for name, source in unit.input_params_posi.items():
+        if name in unit.input_params_nega:
+            swapped[source] = nega.get(unit.input_params_nega[name])
+    other = call_key(unit, shared, swapped, nega)
+    if other is None or other == key or other in known:
+        return []
+    known.add(other)
+    after = pipe.unit_runner(unit, pipe, dict(shared), dict(swapped), dict(nega))
+    parts = [
+        copied(delta(b, a), "cpu") for b, a in zip((shared, swapped, nega), after, strict=True)
+    ]
+    return [(other, unit.name, (parts[0], parts[1], parts[2]))]
 
 
 def _encode_row(
-    module: Any, plan: CachePlan, dataset: Any, row: int, accelerator: Any
-) -> tuple[list[Any], str | None]:
+    module: Any, plan: CachePlan, dataset: Any, row: int, accelerator: Any, known: set[str]
+) -> tuple[list[Call], list[Call], str | None]:
     import torch
 
     from ..data import collate_samples, split_bad
@@ -87,10 +120,11 @@ def _encode_row(
     except BadSampleError as error:
         if dataset.on_bad_sample == "error":
             raise
-        return [], str(error)  # training skips this row too
+        return [], [], str(error)  # training skips this row too
     data, _bad = split_bad(collate_samples([sample]))
     with torch.no_grad(), accelerator.autocast():
-        return encode_sample(module, plan, data), None
+        entries, variants = encode_sample(module, plan, data, known)
+    return entries, variants, None
 
 
 def build_cache(
@@ -136,9 +170,13 @@ def build_cache(
         for stale in folder.rows.glob("row-*.safetensors"):  # rows the dataset no longer has
             if int(stale.stem.split("-")[1]) >= len(rows):
                 stale.unlink()
+        for variant in folder.variants():  # variants of other settings
+            if (folder.header(variant) or {}).get("settings") != settings:
+                variant.unlink()
     accelerator.wait_for_everyone()
     mine = list(range(len(rows)))[accelerator.process_index :: accelerator.num_processes]
     encoded = reused = bad = 0
+    known: set[str] = set()  # variants this process has written
     bar = tqdm(
         mine, desc="cache", unit="row", disable=not (progress and accelerator.is_main_process)
     )
@@ -147,7 +185,9 @@ def build_cache(
         if folder.done(row, digest_now, settings):
             reused += 1
             continue
-        entries, why = _encode_row(module, plan, dataset, row, accelerator)
+        entries, variants, why = _encode_row(module, plan, dataset, row, accelerator, known)
+        for key, unit, entry in variants:  # first: a row's shard implies its variants exist
+            folder.write_variant(key, settings, unit, entry)
         folder.write(row, digest_now, settings, entries, why)
         encoded, bad = encoded + 1, bad + (why is not None)
     bar.close()

@@ -2,6 +2,8 @@
 
     CACHE/rows/row-000000.safetensors   the entries of row 0 (tensors + JSON structure in the
                                         header metadata: row hash, settings digest, keys)
+    CACHE/rows/variant-<key>.safetensors  an entry shared by rows (the empty caption that a
+                                        dropped caption trains with), named by its key
     CACHE/index.json                    fingerprint, plan, rows, the command that built it
 
 Shards are written through :func:`~diffsynth_core.training.atomic.atomic_write` (a
@@ -43,11 +45,17 @@ class CacheFolder:
 
     # -- shards -------------------------------------------------------------------------------
 
-    def header(self, row: int) -> dict[str, Any] | None:
+    def variant(self, key: str) -> Path:
+        return self.rows / f"variant-{key}.safetensors"
+
+    def variants(self) -> list[Path]:
+        return sorted(self.rows.glob("variant-*.safetensors"))
+
+    def header(self, row: int | Path) -> dict[str, Any] | None:
         """A shard's metadata, or None when it does not exist (or is not ours)."""
         from safetensors import safe_open
 
-        path = self.shard(row)
+        path = self.shard(row) if isinstance(row, int) else row
         if not path.is_file():
             return None
         try:
@@ -83,6 +91,20 @@ class CacheFolder:
         return atomic_write(
             self.shard(row), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
         )
+
+    def write_variant(self, key: str, settings: str, unit: str, entry: Entry) -> Path:
+        """A unit call's entry shared by rows (the empty caption a dropped caption trains
+        with), named by its key: every process that meets it writes the same file."""
+        from safetensors.torch import save_file
+
+        path = self.variant(key)
+        header = self.header(path)
+        if header is not None and header["settings"] == settings:
+            return path
+        tensors: dict[str, torch.Tensor] = {}
+        keys = {key: {"unit": unit, "structure": pack(entry, key, tensors, unit)}}
+        meta = {META_KEY: json.dumps({"settings": settings, "keys": keys}, sort_keys=True)}
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     # -- the index ----------------------------------------------------------------------------
 
@@ -120,13 +142,18 @@ class CacheFolder:
 class ShardStore:
     """key -> entry, read from the shards of a finished cache (tensors read on demand)."""
 
-    def __init__(self, folder: CacheFolder, rows: Iterable[int]) -> None:
+    def __init__(
+        self, folder: CacheFolder, rows: Iterable[int], settings: str | None = None
+    ) -> None:
         self.folder = folder
         self.where: dict[str, tuple[Path, dict[str, Any]]] = {}
-        for row in rows:
-            header = folder.header(row)
-            for key, item in (header or {}).get("keys", {}).items():
-                self.where[key] = (folder.shard(row), item["structure"])
+        shards = [folder.shard(row) for row in rows] + folder.variants()
+        for path in shards:
+            header = folder.header(path) or {}
+            if settings is not None and header.get("settings") != settings:
+                continue  # (a variant left by a cache of other settings)
+            for key, item in header.get("keys", {}).items():
+                self.where[key] = (path, item["structure"])
 
     def __len__(self) -> int:
         return len(self.where)

@@ -107,7 +107,7 @@ class TrainingCache:
         changed = differences({k: self.index["fingerprint"].get(k) for k in now}, now)
         if changed:
             raise self.stale(named(changed))
-        store = ShardStore(self.folder, range(self.rows))
+        store = ShardStore(self.folder, range(self.rows), self.index.get("settings"))
         replay = CacheReplay(pipe.unit_runner, store, set(plan.cached), str(self.folder.root))
         pipe.unit_runner = replay
         pipe.sampling_models = SamplingModels(load_dropped, self.dropped)

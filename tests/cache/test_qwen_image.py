@@ -143,3 +143,22 @@ def test_a_changed_caption_makes_the_cache_stale(setup: dict[str, Path]) -> None
         and f"--output {cache}" in line
     )
     assert not (root / "stale").exists()  # nothing of the run was written
+
+
+def test_the_empty_caption_a_dropped_caption_trains_with_is_in_the_cache(
+    setup: dict[str, Path],
+) -> None:
+    from diffsynth_core.cache.folder import CacheFolder, ShardStore
+    from diffsynth_core.cache.keys import call_key
+    from diffsynth_qwen_image.units import QwenImageUnit_PromptEmbedder
+
+    folder = CacheFolder(setup["cache"])
+    index = folder.read_index()
+    store = ShardStore(folder, range(3), index["settings"])
+    # the inputs the prompt unit sees in training (batch 1, the family's default
+    # --max-sequence-length, cfg_scale 1), its caption dropped
+    unit = QwenImageUnit_PromptEmbedder()
+    shared = {"batch_size": 1, "max_sequence_length": 512, "cfg_scale": 1}
+    entry = store.get(call_key(unit, shared, {"prompt": ""}, {}) or "", "cpu")
+    assert entry is not None and entry[1]["prompt_emb"].shape[0] == 1
+    assert len(folder.variants()) == 1  # one file for every row's empty caption
