@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelFileError
+
 ROW_LABEL_LIMIT = 5  # rows named in one error line
 
 
@@ -32,7 +34,11 @@ def model_files(configs: Mapping[str, Any]) -> dict[str, Any]:
         if config.path is None:
             out[component] = {"hub": config.describe()}
             continue
-        paths = sorted(config.resolve())
+        try:
+            paths = sorted(config.resolve())
+        except ModelFileError:  # a component the loader may do without (a default ControlNet)
+            out[component] = {"absent": config.describe()}
+            continue
         root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
         # relative names: the same files in another place are the same model
         out[component] = {
