@@ -50,6 +50,7 @@ class DiffSynthGroup(click.Group):
 
 def build_cli(manager: PluginManager | None = None) -> click.Group:
     """The ``diffsynth`` group: core commands, then each plugin's (isolated) commands."""
+    from .cache_cmd import cache
     from .generate import generate
     from .models_cmd import models
     from .new_plugin import new_plugin
@@ -65,7 +66,7 @@ def build_cli(manager: PluginManager | None = None) -> click.Group:
     def cli() -> None:
         """Train and run diffusion models; model families come from plugins."""
 
-    for command in (train, generate, plugins, models, new_plugin):
+    for command in (train, cache, generate, plugins, models, new_plugin):
         cli.add_command(command)
     from .convert_config import convert_config  # (issue 15 item 10)
 

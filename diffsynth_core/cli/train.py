@@ -53,6 +53,8 @@ def train(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
     run = build.prepare(given, config_file, list(ctx.args))
     if run.config.check_data:
         ctx.exit(build.check_data(run, click.echo))
+    if run.config.explain_cache:
+        ctx.exit(build.explain_cache(run, click.echo))
     result = build.train(run, click.echo)
     # the other processes of a data-parallel run trained the same steps: one report is enough
     echo = click.echo if result.main_process else (lambda _line: None)

@@ -1,69 +1,28 @@
-"""Feature caching (``--cache-features``): run the frozen units once per sample, then reuse.
+"""``--cache-features``: the split-training cache (:mod:`diffsynth_core.cache`), kept in memory.
 
-A unit marked ``cacheable`` (see :class:`~diffsynth_core.pipeline.PipelineUnit`) promises
-that its outputs depend only on its declared inputs. :class:`FeatureCache` is a plugin on the
-``diffsynth_run_unit`` hook: a wrapper remembers what each cacheable unit added to the three
-input dicts, keyed by a hash of the unit's name and declared inputs (prompt text, image
-pixels ...), and a ``tryfirst`` implementation answers a repeated call from memory without
-running the unit (so the text encoder and VAE stop running after the first epoch). It works
-for any family whose units are flagged, and is exact: cached values are copies of computed
-ones. Units whose models have trainable weights are never cached. Cached tensors live in CPU
-memory; random data augmentation makes every sample new, and then the cache only costs.
+The same keys (:func:`~diffsynth_core.cache.keys.call_key`: a hash of the unit and its declared
+inputs) and the same record / replay of a unit's outputs as ``diffsynth cache`` and
+``train --cache``; the store is a dict filled on first sight instead of shards on disk, so the
+frozen encoders stay loaded and the first epoch still runs them. :class:`FeatureCache` is a
+plugin on the ``diffsynth_run_unit`` hook: a wrapper records what each cacheable unit added to
+the three input dicts, and a ``tryfirst`` implementation answers a repeated call from memory.
+Units whose models have trainable weights are never cached; random data augmentation makes
+every sample new, and then the cache only costs. To keep the encoders out of training
+altogether, build a disk cache: ``diffsynth cache`` then ``diffsynth train --cache``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..cache.keys import call_key, copied, delta
 from ..plugins import hookimpl
 
 Inputs = dict[str, Any]
-
-
-class Uncacheable(Exception):
-    """An input we cannot hash reliably: run the unit normally."""
-
-
-def _feed(h: Any, value: Any) -> None:
-    if isinstance(value, dict):
-        for key in sorted(value):
-            h.update(repr(key).encode())
-            _feed(h, value[key])
-    elif isinstance(value, (list, tuple)):
-        h.update(f"seq{len(value)}".encode())
-        for item in value:
-            _feed(h, item)
-    elif value is None or isinstance(value, (str, int, float, bool, Path)):
-        h.update(repr(value).encode())
-    elif isinstance(value, torch.Tensor):
-        array = value.detach().float() if value.dtype == torch.bfloat16 else value.detach()
-        h.update(f"{value.dtype}{tuple(value.shape)}".encode())
-        h.update(array.cpu().contiguous().numpy().tobytes())
-    elif isinstance(value, np.ndarray):
-        h.update(f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes())
-    elif hasattr(value, "tobytes") and hasattr(value, "mode") and hasattr(value, "size"):  # PIL
-        h.update(f"img{value.mode}{value.size}".encode() + value.tobytes())
-    else:
-        raise Uncacheable(type(value).__name__)
-
-
-def _copy(values: Inputs, device: Any) -> Inputs:
-    # always a copy: code downstream may change a tensor in place, which must not reach the cache
-    return {
-        k: v.detach().to(device, copy=True) if isinstance(v, torch.Tensor) else v
-        for k, v in values.items()
-    }
-
-
-def _delta(before: Inputs, after: Inputs) -> Inputs:
-    return {k: v for k, v in after.items() if k not in before or before[k] is not v}
 
 
 class FeatureCache:
@@ -93,16 +52,7 @@ class FeatureCache:
         """A hash of the unit and its declared inputs, or None when it must not be cached."""
         if not getattr(unit, "cacheable", False) or self._uses_trainable(unit, pipe):
             return None
-        h = hashlib.blake2b(unit.name.encode(), digest_size=20)
-        try:
-            _feed(h, {n: shared.get(n) for n in unit.input_params})
-            if unit.separate_cfg:
-                _feed(h, {k: posi.get(v) for k, v in unit.input_params_posi.items()})
-                if shared.get("cfg_scale", 1) != 1:
-                    _feed(h, {k: nega.get(v) for k, v in unit.input_params_nega.items()})
-        except Uncacheable:
-            return None
-        return h.hexdigest()
+        return call_key(unit, shared, posi, nega)
 
     def _uses_trainable(self, unit: Any, pipe: Any) -> bool:
         if id(unit) not in self._trainable:
@@ -124,7 +74,7 @@ class FeatureCache:
         result = yield
         if key is not None and key not in self.entries:
             self.entries[key] = tuple(
-                _copy(_delta(b, a), "cpu") for b, a in zip(before, result, strict=True)
+                copied(delta(b, a), "cpu") for b, a in zip(before, result, strict=True)
             )  # type: ignore[assignment]
         return result
 
@@ -137,5 +87,5 @@ class FeatureCache:
             return None
         self.hits += 1
         for target, cached in zip((inputs_shared, inputs_posi, inputs_nega), entry, strict=True):
-            target.update(_copy(cached, pipe.device))
+            target.update(copied(cached, pipe.device))
         return inputs_shared, inputs_posi, inputs_nega

@@ -211,7 +211,8 @@ class PipelineTrainingModule(DiffusionTrainingModule):
         self.loss_fn = loss_fn
         self.extra_inputs = dict(extra_inputs or {})
 
-    def forward(self, data: Mapping[str, Any]) -> torch.Tensor:
+    def initial_inputs(self, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The three input dicts before any unit runs (``diffsynth cache`` starts from them too)."""
         inputs_shared, inputs_posi, inputs_nega = self.pipe.training_inputs(data)
         inputs_shared = {
             "cfg_scale": 1,
@@ -219,6 +220,10 @@ class PipelineTrainingModule(DiffusionTrainingModule):
             **inputs_shared,
             **self.extra_inputs,
         }
+        return inputs_shared, inputs_posi, inputs_nega
+
+    def forward(self, data: Mapping[str, Any]) -> torch.Tensor:
+        inputs_shared, inputs_posi, inputs_nega = self.initial_inputs(data)
         for unit in self.pipe.units:
             inputs_shared, inputs_posi, inputs_nega = self.pipe.unit_runner(
                 unit, self.pipe, inputs_shared, inputs_posi, inputs_nega

@@ -113,7 +113,10 @@ class SampleRenderer:
             )
             self.prompts = []
         if self.prompts and pipe is not None and accelerator.is_main_process:
-            with self._shown(step), untouched_training_state(pipe), accelerator.autocast():
+            # --cache: the models the cache replaced are loaded for the samples only
+            lazy = getattr(pipe, "sampling_models", None)
+            loaded = lazy(pipe) if lazy is not None else nullcontext()
+            with self._shown(step), loaded, untouched_training_state(pipe), accelerator.autocast():
                 paths = [self._one(pipe, step, i, prompt) for i, prompt in enumerate(self.prompts)]
         accelerator.wait_for_everyone()
         return paths

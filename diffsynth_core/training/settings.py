@@ -240,7 +240,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("overwrite", bool, False, "saving", on_resume="per_start",
       help="start afresh in an --output that holds a previous run (replacing it)"),
     S("cache_features", bool, False, "memory", owner="runner",
-      help="compute frozen-unit outputs (text embeddings, image latents) once per sample and reuse them"),
+      help="keep frozen-unit outputs (text embeddings, image latents) in memory after their first computation and reuse them"),
+    S("cache", str, None, "memory", path=True,
+      help="train from a cache built by `diffsynth cache` (the models it replaces are not loaded)"),
+    S("explain_cache", bool, False, "run", on_resume="per_start",
+      help="print which units a cache holds, which run every step and which models it spares, and exit"),
 )  # fmt: skip
 del S
 

@@ -412,15 +412,15 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the feature cache key -------------------------------------------------------------------
     Mutant(
         "cache-key-ignores-prompt",
-        CORE + "training/cache.py",
-        "            if unit.separate_cfg:\n",
-        "            if not unit.separate_cfg:\n",
+        CORE + "cache/keys.py",
+        "        if unit.separate_cfg:\n",
+        "        if not unit.separate_cfg:\n",
         "the feature cache key leaves out the prompt: every sample gets the first caption",
         (RUNNER_TESTS, "-k", "feature_cache"),
     ),
     Mutant(
         "cache-key-ignores-image-size",
-        CORE + "training/cache.py",
+        CORE + "cache/keys.py",
         'h.update(f"img{value.mode}{value.size}".encode() + value.tobytes())',
         'h.update(f"img{value.mode}".encode() + value.tobytes())',
         "the cache key hashes an image's pixels but not its size (64x32 == 32x64)",

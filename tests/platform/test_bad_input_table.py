@@ -142,6 +142,11 @@ ROWS: dict[str, Row] = {
     "train-loss-nosuch": train(loss="nosuch", expect="no loss named 'nosuch'"),
     "train-optimizer-nosuch": train(optimizer="NoSuchOptimizer", expect="NoSuchOptimizer"),
     "train-unknown-family-flag": train("--control-image", "x.png", expect="--control-image"),
+    # --- split training: train --cache (issue 12)
+    "train-cache-missing-folder": train(cache="{out}/no-cache", expect="no such folder; build it with `diffsynth cache"),
+    "train-cache-not-a-cache": train(cache="{empty}", expect="not a diffsynth cache"),
+    "train-cache-other-family": train(cache="{other_family_cache}", expect="holds the features of 'qwen-image', not 'toy'"),
+    "train-cache-missing-rows": train(cache="{toy_cache}", dataset="{data3}", expect="is missing rows 2 (image_2.png)"),
     # --- data (items 10, 13)
     "train-dataset-missing": train(dataset="{out}/no-data", expect="no-data"),
     "train-dataset-empty": train(dataset="{empty}", expect="empty"),
@@ -232,6 +237,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files.update(_bad_model_files(root, tiny))
     files.update(_bad_data_files(root))
     files["lora"] = _toy_lora(root, tiny)
+    files.update(_toy_caches(root, tiny))
     files["a_file"] = root / "a_file"
     files["a_file"].write_text("not a folder\n")
     files["empty"] = root / "empty"
@@ -309,6 +315,30 @@ def _toy_lora(root: Path, tiny: Path) -> Path:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return root / "lora-run" / "final.safetensors"
+
+
+def _toy_caches(root: Path, tiny: Path) -> dict[str, Path]:
+    """A split-training cache of the 2-row dataset, the same data with a third row, and the
+    cache as another family's would read (its index names qwen-image)."""
+    import json
+    import shutil
+
+    from diffsynth_core.testing import make_image_dataset
+
+    cache = root / "toy-cache"
+    result = _invoke(
+        "toy",
+        ("cache", "--model", "toy", "--model-path", str(tiny), "--dataset", str(root / "data"),
+         "--height", "32", "--width", "32", "--output", str(cache), "--no-progress"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    other = root / "qwen-image-cache"
+    shutil.copytree(cache, other)
+    index = json.loads((other / "index.json").read_text())
+    index["fingerprint"]["family"] = "qwen-image"
+    (other / "index.json").write_text(json.dumps(index))
+    data3 = make_image_dataset(root / "data3", 3, 32)  # rows 0 and 1 are the 2-row dataset's
+    return {"toy_cache": cache, "other_family_cache": other, "data3": data3}
 
 
 def _unwritable_folder(root: Path) -> Path:

@@ -207,8 +207,17 @@ def make_accelerator(config: TrainConfig) -> Any:
     )
 
 
-def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
-    """(PipelineTrainingModule over the family's pipeline in training mode, where the files are)."""
+def pipeline_dtype(accelerator: Any) -> Any:
+    import torch
+
+    return torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+
+
+def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[Any, str]:
+    """(PipelineTrainingModule over the family's pipeline in training mode, where the files are).
+
+    ``cache`` (a :class:`~diffsynth_core.cache.replay.TrainingCache`, ``--cache``): the models
+    it makes unnecessary are never loaded, and its cached units are answered from it."""
     import torch
 
     from ...lora.inject import split_targets
@@ -222,9 +231,10 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     c = run.config
     check_base_precision_runs(c.base_precision, accelerator)  # before anything loads
     configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
-    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    dtype = pipeline_dtype(accelerator)
     swap = _swap_target(c, accelerator)  # check before loading: it takes a while
-    pipe = _load_at_base_precision(run, accelerator, configs, dtype, load_pipeline, swap)
+    loaded = cache.without_dropped(configs) if cache is not None else configs
+    pipe = _load_at_base_precision(run, accelerator, loaded, dtype, load_pipeline, swap)
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
@@ -249,7 +259,15 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
         **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
     }  # fmt: skip
-    return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra), where
+    module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra)
+    if cache is not None:
+
+        def load_dropped() -> Any:  # sample images only: the dropped models, for their duration
+            dropped = {n: configs[n] for n in cache.dropped if n in configs}
+            return load_pipeline(run.family, dropped, device=str(accelerator.device), torch_dtype=dtype)
+
+        cache.attach(module, load_dropped)
+    return module, where
 
 
 def check_base_precision_runs(precision: str | None, accelerator: Any) -> None:
@@ -387,8 +405,9 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     if finished is not None:
         finished.main_process = accelerator.is_main_process
         return finished
+    cache = open_training_cache(run, dataset, accelerator) if c.cache else None
     seed_run(accelerator, c.seed)  # the run's one seeding: LoRA initialisation, noise, timesteps
-    module, where = build_module(run, accelerator)
+    module, where = build_module(run, accelerator, cache)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
@@ -405,6 +424,27 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     return launch_training_task(
         accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
     )
+
+
+def open_training_cache(run: TrainRun, dataset: Any, accelerator: Any) -> Any:
+    """``--cache``: the cache, checked against the run (fingerprint, rows) before loading."""
+    from ...cache.replay import open_cache
+    from .presets import model_configs
+
+    c = run.config
+    configs, _ = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
+    return open_cache(c.cache, run, dataset, configs, pipeline_dtype(accelerator))
+
+
+def explain_cache(run: TrainRun, echo: Callable[[str], None] = print) -> int:
+    """``--explain-cache``: print which units a cache holds, which run every step and which
+    models training from it does not load; writes nothing."""
+    from ...cache.plan import plan_for
+
+    module, _where = build_module(run, make_accelerator(run.config))
+    echo(f"{run.family.name}: split training plan (from the units' declarations)")
+    echo(plan_for(module.pipe).format())
+    return 0
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:

@@ -45,7 +45,8 @@ class QwenImageUnit_ShapeChecker(PipelineUnit):  # noqa: N801 - DiffSynth's unit
     """Round ``height`` / ``width`` up to the pipeline's multiples (16 for Qwen-Image)."""
 
     def __init__(self) -> None:
-        super().__init__(input_params=("height", "width"), output_params=("height", "width"))
+        # cacheable (pure arithmetic): the units reading the size (a control image) can be cached
+        super().__init__(input_params=("height", "width"), output_params=("height", "width"), cacheable=True)
 
     def process(self, pipe: Any, height: int, width: int) -> dict[str, int]:
         height, width = pipe.check_resize_height_width(height, width)

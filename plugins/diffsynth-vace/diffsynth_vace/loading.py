@@ -71,9 +71,11 @@ def by_component(
     return out
 
 
-def scheduler_folder(configs: Mapping[str, ModelConfig], dit_folder: Path) -> Path | None:
+def scheduler_folder(configs: Mapping[str, ModelConfig], dit_folder: Path | None) -> Path | None:
     if "scheduler" in configs:
         return configs["scheduler"].folder()
+    if dit_folder is None:
+        return None
     candidate = dit_folder.parent / "scheduler"
     return candidate if candidate.is_dir() else None
 
@@ -81,27 +83,22 @@ def scheduler_folder(configs: Mapping[str, ModelConfig], dit_folder: Path) -> Pa
 def load_components(
     model_configs: Mapping[str, ModelConfig] | list[ModelConfig], torch_dtype: torch.dtype
 ) -> dict[str, Any]:
-    """``dit``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler_config``, loaded."""
+    """``dit``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler_config``, loaded
+    (``None`` for a component the configs leave out)."""
     from diffusers import AutoencoderKLWan, WanVACETransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     configs = by_component(model_configs)
-    missing = [c for c in COMPONENTS if c not in configs]
-    if missing:
-        raise ConfigError(
-            f"Wan VACE needs the components {', '.join(COMPONENTS)}; missing: {', '.join(missing)}"
-        )
-    dit_folder = configs["dit"].folder()
-    return {
-        "dit": WanVACETransformer3DModel.from_pretrained(
-            dit_folder, torch_dtype=torch_dtype
-        ).eval(),
-        "vae": AutoencoderKLWan.from_pretrained(
-            configs["vae"].folder(), torch_dtype=torch_dtype
-        ).eval(),
-        "text_encoder": UMT5EncoderModel.from_pretrained(
-            configs["text_encoder"].folder(), torch_dtype=torch_dtype
-        ).eval(),
-        "tokenizer": AutoTokenizer.from_pretrained(configs["tokenizer"].folder()),
-        "scheduler_config": read_scheduler_config(scheduler_folder(configs, dit_folder)),
+    loaders = {
+        "dit": lambda folder: WanVACETransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
+        "vae": lambda folder: AutoencoderKLWan.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
+        "text_encoder": lambda folder: UMT5EncoderModel.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
+        "tokenizer": AutoTokenizer.from_pretrained,
     }
+    # a component left out stays None (training from a cache does not load the VAE or UMT5)
+    parts: dict[str, Any] = {
+        name: loaders[name](configs[name].folder()) if name in configs else None for name in COMPONENTS
+    }
+    dit_folder = configs["dit"].folder() if "dit" in configs else None
+    parts["scheduler_config"] = read_scheduler_config(scheduler_folder(configs, dit_folder))
+    return parts

@@ -17,8 +17,8 @@ branch. What each adds:
   references' latents prepended in time (DiffSynth-Studio's convention);
 * ``WanVacePrompt``: ``context`` (B, 512, d) from the positive or negative prompt.
 
-All but the shape check and the noise are ``cacheable``: pure functions of their inputs through
-frozen models, so ``--cache-features`` runs the VAE and UMT5 once per sample.
+All but the noise are ``cacheable``: pure functions of their inputs (through frozen models), so
+``diffsynth cache`` / ``--cache-features`` run the VAE and UMT5 once per sample.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class WanVaceShapeCheck(PipelineUnit):
         super().__init__(
             input_params=("height", "width", "num_frames"),
             output_params=("height", "width", "num_frames"),
+            cacheable=True,  # pure arithmetic; the units reading the size can then be cached
         )
 
     def process(self, pipe: Any, height: int, width: int, num_frames: int) -> dict[str, int]:
