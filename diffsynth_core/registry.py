@@ -25,6 +25,8 @@ OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video
 # tests/platform/test_registry_hints.py checks it against the plugins under plugins/.
 FIRST_PARTY_FAMILIES = {
     "qwen-image": "diffsynth-qwen-image",
+    "qwen-image-edit": "diffsynth-qwen-image",
+    "qwen-image-edit-plus": "diffsynth-qwen-image",
     "qwen-image-controlnet": "diffsynth-controlnet",
     "wan-vace": "diffsynth-vace",
     "wan-vace-14b": "diffsynth-vace",
