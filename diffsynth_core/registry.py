@@ -57,7 +57,7 @@ class FamilyOption:
     ``name`` is the keyword the pipeline receives (``control_image``); the flag is the same
     name with dashes (``--control-image``). ``kind`` says how the value is parsed: ``str``,
     ``int``, ``float``, ``bool``, ``path`` (must exist), ``image`` (loaded as a PIL image),
-    ``images`` (comma list of images) or ``video`` (a video file or folder of frames).
+    ``images`` (comma list of images; the flag may be repeated) or ``video`` (a video file or folder of frames).
     """
 
     name: str
