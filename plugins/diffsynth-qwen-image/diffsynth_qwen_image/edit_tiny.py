@@ -19,15 +19,20 @@ def build_tiny_edit(
     folder: str | os.PathLike[str], plus: bool = False, zero_cond_t: bool | None = None
 ) -> Path:
     """Write a tiny Qwen-Image-Edit (``plus``: -2511, or -2509 with ``zero_cond_t=False``)."""
-    from .edit_processor import default_image_processor, image_only_processor, save_processor
     from .tiny import build_tiny
 
-    folder = Path(build_tiny(folder))
-    zero = plus if zero_cond_t is None else zero_cond_t
-    if zero:
-        _set_config(folder / "transformer" / "config.json", zero_cond_t=True)
+    return make_edit_layout(Path(build_tiny(folder)), plus, zero_cond_t)
+
+
+def make_edit_layout(folder: Path, plus: bool = False, zero_cond_t: bool | None = None) -> Path:
+    """Turn a tiny Qwen-Image folder into an edit one (processor/, model_index.json, and for
+    ``zero_cond_t`` -- by default with ``plus`` -- the 2511 DiT switch)."""
     from transformers import Qwen2Tokenizer
 
+    from .edit_processor import default_image_processor, image_only_processor, save_processor
+
+    zero = plus if zero_cond_t is None else zero_cond_t
+    _set_config(folder / "transformer" / "config.json", zero_cond_t=zero)
     tokenizer = Qwen2Tokenizer.from_pretrained(str(folder / "tokenizer"))
     save_processor(image_only_processor(default_image_processor(), tokenizer), folder / "processor")
     name = "QwenImageEditPlusPipeline" if plus else "QwenImageEditPipeline"
