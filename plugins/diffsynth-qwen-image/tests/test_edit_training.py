@@ -1,0 +1,87 @@
+"""Training the edit families: the rows' edit images reach the units, full fine-tuning trains
+the DiT through the reference tokens, and the edit units declare what a feature cache needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from conftest import load_edit
+from PIL import Image
+
+from diffsynth_core.training.cache import FeatureCache
+from diffsynth_core.training.losses import FlowMatchSFTLoss
+from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+from diffsynth_qwen_image.edit_units import (
+    QwenImageEditUnit_EditImageEmbedder,
+    QwenImageEditUnit_PromptEmbedder,
+)
+
+SMALL = {"edit_image_pixels": 64 * 64, "edit_vl_pixels": 64 * 64}
+
+
+def test_training_inputs_gather_each_rows_edit_columns(
+    edit_plus_dir: Path, edit_images: list[Image.Image]
+) -> None:
+    pipe = load_edit(edit_plus_dir, plus=True)
+    a, b, c = edit_images
+    one = {"image": a, "prompt": "x", "edit_image": b, "edit_image_2": c}
+    assert pipe.training_inputs(one)[0]["edit_image"] == [[b, c]]
+    batch = {"image": [a, a], "prompt": ["x", "y"], "edit_image": [b, c], "edit_image_2": [c, b]}
+    assert pipe.training_inputs(batch)[0]["edit_image"] == [[b, c], [c, b]]
+
+
+def _loss(module: PipelineTrainingModule, data: dict) -> torch.Tensor:
+    torch.manual_seed(0)  # the same noise and timestep for every call
+    return module(data)
+
+
+def test_full_training_trains_the_dit_through_the_edit_image(
+    edit_dir: Path, edit_images: list[Image.Image]
+) -> None:
+    pipe = load_edit(edit_dir, plus=False)
+    switch_pipe_to_training_mode(pipe, trainable_models="dit")
+    module = PipelineTrainingModule(pipe, FlowMatchSFTLoss, SMALL)
+    target, before, other = edit_images[1], edit_images[0], edit_images[2]
+    data = {"image": target, "prompt": "make the square green", "edit_image": before}
+    loss = _loss(module, data)
+    assert torch.isfinite(loss)
+    assert loss.item() != _loss(module, {**data, "edit_image": other}).item()  # it is used
+    loss.backward()
+    grads = {n: p.grad for n, p in pipe.dit.named_parameters() if p.requires_grad}
+    # (the last block's text stream feeds nothing: those weights get no gradient, as in diffusers)
+    for name in ("img_in.weight", "transformer_blocks.0.attn.to_q.weight", "proj_out.weight"):
+        assert grads[name] is not None and grads[name].abs().max() > 0
+    assert all(not p.requires_grad for p in pipe.text_encoder.parameters())  # frozen encoder
+    optimizer = torch.optim.SGD(module.trainable_modules(), lr=1e-2)
+    weight = pipe.dit.img_in.weight.detach().clone()
+    optimizer.step()
+    assert (pipe.dit.img_in.weight - weight).abs().max() > 0
+
+
+def test_edit_units_are_cacheable_and_declare_every_input(
+    edit_plus_dir: Path, edit_images: list[Image.Image]
+) -> None:
+    """The feature cache keys a unit by its declared inputs: a cached run gives the same
+    loss, and changing an input the units read (the edit size) is a miss, not a stale hit."""
+    from diffsynth_core.plugins import get_plugin_manager
+
+    units = {type(u): u for u in load_edit(edit_plus_dir, plus=True).units}
+    for cls in (QwenImageEditUnit_EditImageEmbedder, QwenImageEditUnit_PromptEmbedder):
+        assert units[cls].cacheable
+    assert {"edit_image", "edit_image_pixels", "edit_vl_pixels"} <= set(
+        units[QwenImageEditUnit_PromptEmbedder].input_params
+    )
+    pipe = load_edit(edit_plus_dir, plus=True)
+    switch_pipe_to_training_mode(pipe, trainable_models="dit")
+    data = {"image": edit_images[1], "prompt": "p", "edit_image": edit_images[0]}
+    plain = _loss(PipelineTrainingModule(pipe, FlowMatchSFTLoss, SMALL), data).item()
+    cache = FeatureCache()
+    with cache.installed(get_plugin_manager()):
+        module = PipelineTrainingModule(pipe, FlowMatchSFTLoss, SMALL)
+        first, again = _loss(module, data).item(), _loss(module, data).item()
+        hits = cache.hits
+        bigger = PipelineTrainingModule(pipe, FlowMatchSFTLoss, {**SMALL, "edit_vl_pixels": 9216})
+        changed = _loss(bigger, data).item()
+    assert first == again == plain and hits >= 2
+    assert changed != plain
