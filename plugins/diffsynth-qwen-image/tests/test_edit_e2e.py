@@ -1,0 +1,129 @@
+"""End to end: ``diffsynth train --model qwen-image-edit-plus --preset tiny`` on the bundled
+edit data, whose LoRA changes diffusers' QwenImageEditPlusPipeline exactly as a hand merge of
+the file says (diffusers and ComfyUI layouts), and ``diffsynth generate --edit-image``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_edit
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[3]
+DATA = REPO / "examples" / "qwen_image_edit" / "data"
+BIN = Path(sys.executable).parent
+SMALL = ["--edit-image-pixels", "4096", "--edit-vl-pixels", "4096"]
+PROMPT = "give the circle in picture 1 the colour of picture 2"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFSYNTH_CACHE": str(cache)}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the run's output folder, the tiny preset it built): 4 LoRA steps on two-image rows,
+    sample images from a prompts file whose lines carry their edit images."""
+    tmp = tmp_path_factory.mktemp("edit-e2e")
+    prompts = tmp / "prompts.txt"
+    line = {"prompt": PROMPT, "edit_image": [str(DATA / "edit_00.png"), str(DATA / "swatch_00.png")],
+            "edit_image_pixels": 4096, "edit_vl_pixels": 4096}  # fmt: skip
+    prompts.write_text(json.dumps(line) + "\n")
+    _run([
+        str(BIN / "diffsynth"), "train", "--model", "qwen-image-edit-plus", "--preset", "tiny",
+        "--dataset", str(DATA), "--metadata", str(DATA / "metadata_two_images.csv"),
+        "--height", "64", "--width", "64", "--max-steps", "4", "--lora-rank", "4",
+        "--learning-rate", "1e-2", "--sample-prompts", str(prompts), "--sample-steps", "2",
+        "--output", str(tmp / "run"), *SMALL,
+    ], tmp / "cache")  # fmt: skip
+    (preset,) = (tmp / "cache" / "tiny").glob("qwen-image-edit-plus-*")
+    return tmp / "run", preset
+
+
+def _diffusers(preset: Path, processor: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as plus
+    from diffusers import QwenImageEditPlusPipeline
+
+    monkeypatch.setattr(plus, "VAE_IMAGE_SIZE", 4096)
+    monkeypatch.setattr(plus, "CONDITION_IMAGE_SIZE", 4096)
+    pipe = QwenImageEditPlusPipeline.from_pretrained(str(preset), processor=processor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _latents(dpipe: Any) -> torch.Tensor:
+    images = [Image.open(DATA / n).convert("RGB") for n in ("edit_00.png", "swatch_00.png")]
+    return dpipe(
+        image=images, prompt=PROMPT, height=64, width=64, num_inference_steps=2,
+        true_cfg_scale=1.0, generator=torch.Generator().manual_seed(0), output_type="latent",
+    ).images  # fmt: skip
+
+
+def _hand_merged(dpipe: Any, lora: dict[str, torch.Tensor], prefix: str) -> None:
+    """W += B @ A for every pair in the file (the export folded alpha / rank into B)."""
+    for key, a in lora.items():
+        if key.endswith(".lora_A.weight"):
+            module = key[len(prefix) : -len(".lora_A.weight")]
+            b = lora[key.replace(".lora_A.", ".lora_B.")]
+            weight = dpipe.transformer.get_submodule(module).weight
+            weight.data += (b.float() @ a.float()).to(weight.dtype)
+
+
+def test_the_lora_changes_diffusers_as_its_hand_merge_says(
+    trained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run, preset = trained
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+        "step-000000-0.png",
+        "step-000004-0.png",
+    ]  # sampled with the prompts file's edit images (an edit pipeline needs one)
+    lora = load_file(str(run / "final.safetensors"))
+    assert lora and all(k.startswith("transformer.transformer_blocks.") for k in lora)
+    comfy = {"diffusion_model." + k[len("transformer.") :]: v for k, v in lora.items()}
+    save_file(comfy, str(tmp_path / "comfy.safetensors"))
+    processor = load_edit(preset, plus=True).processor
+    base = _latents(_diffusers(preset, processor, monkeypatch))
+    for path, prefix in ((run / "final.safetensors", "transformer."),
+                         (tmp_path / "comfy.safetensors", "diffusion_model.")):  # fmt: skip
+        loaded = _diffusers(preset, processor, monkeypatch)
+        loaded.load_lora_weights(str(path))
+        merged = _diffusers(preset, processor, monkeypatch)
+        _hand_merged(merged, load_file(str(path)), prefix)
+        with_lora, by_hand = _latents(loaded), _latents(merged)
+        assert (with_lora - base).abs().max() > 1e-4  # the LoRA does something
+        assert (with_lora - by_hand).abs().max() < 1e-5
+
+
+def test_generate_takes_repeated_edit_images(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    run, preset = trained
+    out = tmp_path / "out.png"
+    _run([
+        str(BIN / "diffsynth"), "generate", "--model", "qwen-image-edit-plus",
+        "--model-path", str(preset), "--prompt", PROMPT, "--edit-image", str(DATA / "edit_00.png"),
+        "--edit-image", str(DATA / "swatch_00.png"), "--height", "64", "--width", "64",
+        "--steps", "2", "--lora", str(run / "final.safetensors"), "--output", str(out), *SMALL,
+    ], tmp_path / "cache")  # fmt: skip
+    pipe = load_edit(preset, plus=True)
+    pipe.load_lora(run / "final.safetensors")
+    images = [Image.open(DATA / n).convert("RGB") for n in ("edit_00.png", "swatch_00.png")]
+    expected = pipe(
+        PROMPT, edit_image=images, height=64, width=64, num_inference_steps=2, seed=0,
+        progress=False, edit_image_pixels=4096, edit_vl_pixels=4096,
+    )  # fmt: skip
+    written = Image.open(out)
+    assert written.size == (64, 64)
+    assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(expected))
