@@ -45,7 +45,7 @@ def image_only_processor_class() -> type:
     from transformers import Qwen2VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
-    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):  # type: ignore[misc]  # untyped base
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         """Qwen2VLProcessor for images only: no video processor, hence no torchvision."""
 
         def __init__(self, image_processor: Any, tokenizer: Any, chat_template: Any = None):

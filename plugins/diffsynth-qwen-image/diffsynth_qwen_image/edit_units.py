@@ -140,7 +140,7 @@ class QwenImageEditUnit_PromptEmbedder(QwenImageUnit_PromptEmbedder):  # noqa: N
         super().__init__()
         self.input_params = (*self.input_params, "edit_image_pixels", "edit_vl_pixels")
 
-    def process(  # type: ignore[override]  # two more declared inputs than the base
+    def process(  # two more declared inputs than the base (a unit declares what it reads)
         self,
         pipe: Any,
         prompt: str | Sequence[str] | None,

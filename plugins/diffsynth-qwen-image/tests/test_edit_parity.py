@@ -116,3 +116,32 @@ def test_zero_cond_t_and_the_images_change_the_result(
     assert (a - p2509(PROMPT, edit_image=edit_images[:2], **run)).abs().max() > 1e-3
     assert (a - p2511(PROMPT, edit_image=edit_images[:1], **run)).abs().max() > 1e-3
     assert (a - p2511(PROMPT, edit_image=edit_images[1::-1], **run)).abs().max() > 1e-3
+
+
+def test_edit_template_prefix_is_the_64_tokens_diffusers_drops(edit_dir: Path) -> None:
+    from diffsynth_qwen_image.edit_units import EDIT_TEMPLATE, EDIT_TEMPLATE_DROP
+
+    pipe = load_edit(edit_dir, plus=False)
+    prefix = EDIT_TEMPLATE.split("{}")[0]
+    assert len(pipe.tokenizer(prefix)["input_ids"]) == EDIT_TEMPLATE_DROP == 64
+
+
+def test_processor_loads_without_torchvision_and_without_its_folder(
+    edit_dir: Path, edit_images: list[Image.Image]
+) -> None:
+    """The image-only processor from processor/, and from the official settings plus the
+    tokenizer where a copy lacks processor/: the same tokens and pixels."""
+    from transformers import Qwen2Tokenizer
+
+    from diffsynth_qwen_image.edit_processor import load_processor
+
+    from_folder = load_processor(edit_dir / "processor")
+    fallback = load_processor(None, Qwen2Tokenizer.from_pretrained(str(edit_dir / "tokenizer")))
+    text = ["Picture 1: <|vision_start|><|image_pad|><|vision_end|>make it red"]
+    a = from_folder(text=text, images=edit_images[:1], padding=True, return_tensors="pt")
+    b = fallback(text=text, images=edit_images[:1], padding=True, return_tensors="pt")
+    for key in ("input_ids", "pixel_values", "image_grid_thw"):
+        assert torch.equal(a[key], b[key])
+    # one token per 2x2 merged patch replaces the image pad
+    image_tokens = int((a["input_ids"] == from_folder.image_token_id).sum())
+    assert image_tokens == int(a["image_grid_thw"].prod()) // 4 > 1
