@@ -96,27 +96,44 @@ def test_the_lora_changes_diffusers_as_its_hand_merge_says(
     comfy = {"diffusion_model." + k[len("transformer.") :]: v for k, v in lora.items()}
     save_file(comfy, str(tmp_path / "comfy.safetensors"))
     processor = load_edit(preset, plus=True).processor
-    base = _latents(_diffusers(preset, processor, monkeypatch))
+    dpipe = _diffusers(preset, processor, monkeypatch)
+    original = {k: v.clone() for k, v in dpipe.transformer.state_dict().items()}
+    base = _latents(dpipe)
     for path, prefix in ((run / "final.safetensors", "transformer."),
                          (tmp_path / "comfy.safetensors", "diffusion_model.")):  # fmt: skip
-        loaded = _diffusers(preset, processor, monkeypatch)
-        loaded.load_lora_weights(str(path))
-        merged = _diffusers(preset, processor, monkeypatch)
-        _hand_merged(merged, load_file(str(path)), prefix)
-        with_lora, by_hand = _latents(loaded), _latents(merged)
+        dpipe.load_lora_weights(str(path))
+        with_lora = _latents(dpipe)
+        dpipe.unload_lora_weights()
+        _hand_merged(dpipe, load_file(str(path)), prefix)
+        by_hand = _latents(dpipe)
+        dpipe.transformer.load_state_dict(original)
         assert (with_lora - base).abs().max() > 1e-4  # the LoRA does something
         assert (with_lora - by_hand).abs().max() < 1e-5
+    assert torch.equal(_latents(dpipe), base)  # (the pipeline was restored between files)
 
 
 def test_generate_takes_repeated_edit_images(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """In this process (click's runner: no second start-up), the output equals our pipeline's
+    with both images in order and the LoRA merged."""
+    from click.testing import CliRunner
+
+    from diffsynth_core.cli.main import build_cli
+    from diffsynth_core.plugins import build_plugin_manager, reset_plugin_manager
+
     run, preset = trained
     out = tmp_path / "out.png"
-    _run([
-        str(BIN / "diffsynth"), "generate", "--model", "qwen-image-edit-plus",
-        "--model-path", str(preset), "--prompt", PROMPT, "--edit-image", str(DATA / "edit_00.png"),
-        "--edit-image", str(DATA / "swatch_00.png"), "--height", "64", "--width", "64",
-        "--steps", "2", "--lora", str(run / "final.safetensors"), "--output", str(out), *SMALL,
-    ], tmp_path / "cache")  # fmt: skip
+    manager = build_plugin_manager()
+    reset_plugin_manager(manager)
+    try:
+        result = CliRunner().invoke(build_cli(manager), [
+            "generate", "--model", "qwen-image-edit-plus", "--model-path", str(preset),
+            "--prompt", PROMPT, "--edit-image", str(DATA / "edit_00.png"),
+            "--edit-image", str(DATA / "swatch_00.png"), "--height", "64", "--width", "64",
+            "--steps", "2", "--lora", str(run / "final.safetensors"), "--output", str(out), *SMALL,
+        ])  # fmt: skip
+    finally:
+        reset_plugin_manager(None)
+    assert result.exit_code == 0, result.output
     pipe = load_edit(preset, plus=True)
     pipe.load_lora(run / "final.safetensors")
     images = [Image.open(DATA / n).convert("RGB") for n in ("edit_00.png", "swatch_00.png")]
