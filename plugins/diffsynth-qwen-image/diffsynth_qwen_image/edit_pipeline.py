@@ -11,7 +11,7 @@ tiny presets, with and without true CFG).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -52,6 +52,34 @@ class QwenImageEditPipeline(QwenImagePipeline):
         self.max_edit_images = MAX_IMAGES[family]
         self.units = []
         self.add_units(edit_pipeline_units())
+
+    @classmethod
+    def from_pretrained(  # the family and the processor added to the base signature
+        cls,
+        torch_dtype: torch.dtype = torch.bfloat16,
+        device: str | torch.device | None = None,
+        model_configs: Sequence[ModelConfig] = (),
+        tokenizer_config: ModelConfig | None = None,
+        processor_config: ModelConfig | None = None,
+        family: str = EDIT_PLUS,
+    ) -> QwenImageEditPipeline:
+        """Seed style, as :meth:`QwenImagePipeline.from_pretrained`, for ``family``; the
+        processor defaults to the ``processor/`` beside the text encoder."""
+        from diffsynth_core import load_pipeline
+
+        from .loading import configs_by_component
+
+        configs = configs_by_component(model_configs, tokenizer_config)
+        text_encoder = configs.get("text_encoder")
+        if processor_config is None and text_encoder is not None and text_encoder.path:
+            beside = text_encoder.folder().parent / "processor"
+            processor_config = ModelConfig(path=beside) if beside.is_dir() else None
+        if processor_config is not None:  # else the official settings and the tokenizer
+            configs["processor"] = processor_config
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = load_pipeline(family, configs, device=str(device), torch_dtype=torch_dtype)
+        assert isinstance(pipe, QwenImageEditPipeline)
+        return pipe
 
     def training_inputs(
         self, data: Mapping[str, Any]

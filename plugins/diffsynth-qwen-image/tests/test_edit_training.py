@@ -85,3 +85,23 @@ def test_edit_units_are_cacheable_and_declare_every_input(
         changed = _loss(bigger, data).item()
     assert first == again == plain and hits >= 2
     assert changed != plain
+
+
+def test_seed_style_from_pretrained_loads_the_edit_family(edit_dir: Path) -> None:
+    from diffsynth_core import ModelConfig
+    from diffsynth_qwen_image.edit_pipeline import QwenImageEditPipeline
+
+    configs = [
+        ModelConfig(path=str(edit_dir), origin_file_pattern=pattern)
+        for pattern in (
+            "transformer/diffusion_pytorch_model*.safetensors",
+            "text_encoder/model*.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+        )
+    ]
+    pipe = QwenImageEditPipeline.from_pretrained(
+        torch.float32, "cpu", configs, family="qwen-image-edit"
+    )
+    assert isinstance(pipe, QwenImageEditPipeline) and pipe.family is not None
+    assert (pipe.family.name, pipe.max_edit_images) == ("qwen-image-edit", 1)
+    assert pipe.processor.image_processor.merge_size == 2
