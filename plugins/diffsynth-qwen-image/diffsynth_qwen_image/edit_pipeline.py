@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core import ConfigError, ModelConfig, PipelineUnit
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError, PipelineUnit
 
 from .edit_units import VAE_PIXELS, calculate_dimensions, edit_units, per_sample
 from .loading import load_component, scheduler_config
@@ -136,9 +136,7 @@ def load_qwen_image_edit_pipeline(
         for n, cfg in model_configs.items()
         if n != "processor"
     }
-    processor_config = model_configs.get("processor")
-    folder = processor_config.folder() if processor_config is not None else None
-    processor = load_processor(folder, models.get("tokenizer"))
+    processor = load_processor(processor_folder(model_configs), models.get("tokenizer"))
     pipe = QwenImageEditPipeline(
         device=device,
         torch_dtype=torch_dtype,
@@ -152,6 +150,20 @@ def load_qwen_image_edit_pipeline(
         if model is not None:
             model.eval().to(device)
     return pipe
+
+
+def processor_folder(model_configs: Mapping[str, ModelConfig]) -> Any:
+    """``processor/``, or None for a local copy that lacks it (the official settings and
+    ``tokenizer/`` stand in); a hub download that fails still fails."""
+    config = model_configs.get("processor")
+    if config is None:
+        return None
+    try:
+        return config.folder()
+    except ModelFileError:
+        if config.path is None:
+            raise
+        return None
 
 
 def check_edit_images(edit_image: Any, family: str) -> None:

@@ -105,3 +105,12 @@ def test_seed_style_from_pretrained_loads_the_edit_family(edit_dir: Path) -> Non
     assert isinstance(pipe, QwenImageEditPipeline) and pipe.family is not None
     assert (pipe.family.name, pipe.max_edit_images) == ("qwen-image-edit", 1)
     assert pipe.processor.image_processor.merge_size == 2
+
+
+def test_a_local_copy_without_processor_folder_loads(edit_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "no-processor"
+    shutil.copytree(edit_dir, copy, ignore=shutil.ignore_patterns("processor"))
+    pipe = load_edit(copy, plus=False)
+    assert pipe.processor.tokenizer is pipe.tokenizer  # the official settings + tokenizer/
