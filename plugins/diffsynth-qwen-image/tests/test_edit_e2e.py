@@ -110,6 +110,18 @@ def test_the_lora_changes_diffusers_as_its_hand_merge_says(
         assert (with_lora - base).abs().max() > 1e-4  # the LoRA does something
         assert (with_lora - by_hand).abs().max() < 1e-5
     assert torch.equal(_latents(dpipe), base)  # (the pipeline was restored between files)
+    # and our pipeline, merging the file with its own reader, gives diffusers' LoRA output
+    from diffsynth_qwen_image.latents import pack_latents
+
+    dpipe.load_lora_weights(str(run / "final.safetensors"))
+    ours = load_edit(preset, plus=True)
+    ours.load_lora(run / "final.safetensors")
+    images = [Image.open(DATA / n).convert("RGB") for n in ("edit_00.png", "swatch_00.png")]
+    mine = ours(
+        PROMPT, edit_image=images, height=64, width=64, num_inference_steps=2, cfg_scale=1.0,
+        seed=0, progress=False, output_type="latent", edit_image_pixels=4096, edit_vl_pixels=4096,
+    )  # fmt: skip
+    assert (pack_latents(mine) - _latents(dpipe)).abs().max() < 1e-5
 
 
 def test_generate_takes_repeated_edit_images(trained: tuple[Path, Path], tmp_path: Path) -> None:

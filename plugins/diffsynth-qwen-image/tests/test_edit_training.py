@@ -114,3 +114,27 @@ def test_a_local_copy_without_processor_folder_loads(edit_dir: Path, tmp_path: P
     shutil.copytree(edit_dir, copy, ignore=shutil.ignore_patterns("processor"))
     pipe = load_edit(copy, plus=False)
     assert pipe.processor.tokenizer is pipe.tokenizer  # the official settings + tokenizer/
+
+
+def test_a_batch_takes_the_first_rows_edit_size_and_each_rows_vision_tokens(
+    edit_plus_dir: Path, edit_images: list[Image.Image]
+) -> None:
+    """Bucketed batches: the reference latents of a batch share the first row's size (one
+    tensor); each row's vision input keeps its own image's size; the loss is finite."""
+    from diffsynth_qwen_image.edit_units import calculate_dimensions
+
+    pipe = load_edit(edit_plus_dir, plus=True)
+    sizes = {**SMALL, "edit_image_pixels": 128 * 128}  # the tall image: 96x160, not square
+    tall, square = edit_images[2], edit_images[1]
+    batch = {"image": [square, square], "prompt": ["a", "b"], "edit_image": [tall, square]}
+    shared, posi, nega = pipe.training_inputs(batch)
+    shared = {"cfg_scale": 1, "rand_device": "cpu", **shared, **sizes}
+    shared, posi, _ = pipe.run_units(shared, posi, nega)
+    (latents,) = shared["edit_latents"]
+    w, h = calculate_dimensions(sizes["edit_image_pixels"], tall.size[0] / tall.size[1])
+    assert tuple(latents.shape) == (2, 16, h // 8, w // 8) and (w, h) == (96, 160)
+    alone = pipe.units[-1].process(pipe, "b", 1, None, square, **sizes)["prompt_emb"]
+    assert posi["prompt_emb"].shape[0] == 2
+    assert (posi["prompt_emb"][1, : alone.shape[1]] - alone[0]).abs().max() < 1e-5
+    module = PipelineTrainingModule(pipe, FlowMatchSFTLoss, sizes)
+    assert torch.isfinite(_loss(module, batch))
