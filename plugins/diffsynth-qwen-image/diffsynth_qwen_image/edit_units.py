@@ -66,14 +66,14 @@ def per_sample(edit_image: Any, batch_size: int | None = None) -> Images:
 
 def check_count(samples: Images, max_images: int, family: str) -> None:
     """Each sample has 1..max_images edit images, and all the same number (a batch)."""
-    counts = sorted({len(s) for s in samples})
-    if counts and counts[-1] > max_images:
+    counts = sorted({len(s) for s in samples}) or [0]
+    if counts[-1] > max_images:
         raise ConfigError(
             f"{family} takes at most {max_images} edit image(s), got {counts[-1]}"
             + ("; Qwen-Image-Edit-2509/2511 (--model qwen-image-edit-plus) take up to 3"
                if max_images == 1 else "")
         )  # fmt: skip
-    if counts and counts[0] == 0:
+    if counts[0] == 0:
         raise ConfigError(f"{family} needs an edit image for every prompt (--edit-image FILE)")
     if len(counts) > 1:
         raise ConfigError(

@@ -138,3 +138,17 @@ def test_a_batch_takes_the_first_rows_edit_size_and_each_rows_vision_tokens(
     assert (posi["prompt_emb"][1, : alone.shape[1]] - alone[0]).abs().max() < 1e-5
     module = PipelineTrainingModule(pipe, FlowMatchSFTLoss, sizes)
     assert torch.isfinite(_loss(module, batch))
+
+
+def test_units_without_an_edit_image_say_so(edit_dir: Path) -> None:
+    import pytest
+
+    from diffsynth_core.errors import ConfigError
+
+    pipe = load_edit(edit_dir, plus=False)
+    for unit in pipe.units[-2:]:
+        inputs = {"prompt": "p"} if isinstance(unit, QwenImageEditUnit_PromptEmbedder) else {}
+        with pytest.raises(ConfigError, match="needs an edit image"):
+            unit.process(pipe, **inputs)
+    with pytest.raises(ConfigError, match="needs an edit image"):
+        pipe("make it red", height=32, width=32, num_inference_steps=1, progress=False)
