@@ -156,3 +156,29 @@ def test_generate_takes_repeated_edit_images(trained: tuple[Path, Path], tmp_pat
     written = Image.open(out)
     assert written.size == (64, 64)
     assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(expected))
+
+
+def test_our_reader_takes_the_peers_key_forms(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """DiffSynth-Studio's bare ``lora_A.default`` keys and kohya's ``lora_unet_..`` keys with
+    ``.alpha`` merge into the edit DiT exactly as the diffusers file does."""
+    run, preset = trained
+    lora = load_file(str(run / "final.safetensors"))
+    bare = {k[len("transformer.") :]: v for k, v in lora.items()}
+    studio = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
+              for k, v in bare.items()}  # fmt: skip
+    kohya: dict[str, torch.Tensor] = {}
+    for key, value in bare.items():
+        module, part = key.rsplit(".lora_", 1)
+        name = "lora_unet_" + module.replace(".", "_")
+        kohya[f"{name}.lora_{'down' if part.startswith('A') else 'up'}.weight"] = value
+        rank = value.shape[0] if part.startswith("A") else value.shape[1]
+        kohya[f"{name}.alpha"] = torch.tensor(float(rank))  # alpha = rank: B already scaled
+    reference = load_edit(preset, plus=True)
+    reference.load_lora(run / "final.safetensors")
+    expected = reference.dit.state_dict()
+    for name, state in (("studio", studio), ("kohya", kohya)):
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+        pipe = load_edit(preset, plus=True)
+        assert pipe.load_lora(tmp_path / f"{name}.safetensors") == len(bare) // 2
+        for key, value in pipe.dit.state_dict().items():
+            assert torch.allclose(value, expected[key], atol=1e-6), (name, key)
