@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def build_tiny_edit(
@@ -53,3 +54,14 @@ def _set_config(path: Path, **values: object) -> None:
     config = json.loads(path.read_text())
     config.update(values)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_edit_pipeline(folder: str | os.PathLike[str], plus: bool = False) -> Any:
+    """An fp32 CPU edit pipeline of ``folder`` (a tiny preset, or any copy in the official
+    layout) through ``load_pipeline`` and the family's default files: what tests compare."""
+    import torch
+
+    from diffsynth_core import load_pipeline
+
+    family = "qwen-image-edit-plus" if plus else "qwen-image-edit"
+    return load_pipeline(family, model_path=str(folder), torch_dtype=torch.float32)

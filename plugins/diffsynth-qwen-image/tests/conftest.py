@@ -99,16 +99,6 @@ def edit_2509_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return _edit_copy(tiny_dir, folder, plus=True, zero_cond_t=False)
 
 
-def load_edit(folder: Path, plus: bool) -> Any:
-    """Our edit pipeline (fp32, CPU) from a tiny edit folder, through the family's files."""
-    from diffsynth_core.pipeline import load_pipeline
-    from diffsynth_qwen_image.edit_family import qwen_image_edit_family, qwen_image_edit_plus_family
-
-    family = qwen_image_edit_plus_family() if plus else qwen_image_edit_family()
-    configs = resolve_model_configs(family, model_path=str(folder))
-    return load_pipeline(family.name, configs, torch_dtype=torch.float32)
-
-
 @pytest.fixture()
 def edit_images() -> list[Image.Image]:
     """Three small pictures of different aspect ratios (shapes on plain backgrounds)."""

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import load_edit
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+from diffsynth_qwen_image.edit_tiny import load_edit_pipeline as load_edit
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "examples" / "qwen_image_edit" / "data"

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import load_edit
 from PIL import Image
+
+from diffsynth_qwen_image.edit_tiny import load_edit_pipeline as load_edit
 
 TOL = 1e-5
 PROMPT = "make the square green"

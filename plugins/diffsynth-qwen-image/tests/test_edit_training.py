@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from conftest import load_edit
 from PIL import Image
 
 from diffsynth_core.training.cache import FeatureCache
 from diffsynth_core.training.losses import FlowMatchSFTLoss
 from diffsynth_core.training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+from diffsynth_qwen_image.edit_tiny import load_edit_pipeline as load_edit
 from diffsynth_qwen_image.edit_units import (
     QwenImageEditUnit_EditImageEmbedder,
     QwenImageEditUnit_PromptEmbedder,
