@@ -25,6 +25,8 @@ OPTION_KINDS = ("str", "int", "float", "bool", "path", "image", "images", "video
 # tests/platform/test_registry_hints.py checks it against the plugins under plugins/.
 FIRST_PARTY_FAMILIES = {
     "qwen-image": "diffsynth-qwen-image",
+    "qwen-image-edit": "diffsynth-qwen-image",
+    "qwen-image-edit-plus": "diffsynth-qwen-image",
     "qwen-image-controlnet": "diffsynth-controlnet",
     "wan-vace": "diffsynth-vace",
     "wan-vace-14b": "diffsynth-vace",
@@ -55,7 +57,7 @@ class FamilyOption:
     ``name`` is the keyword the pipeline receives (``control_image``); the flag is the same
     name with dashes (``--control-image``). ``kind`` says how the value is parsed: ``str``,
     ``int``, ``float``, ``bool``, ``path`` (must exist), ``image`` (loaded as a PIL image),
-    ``images`` (comma list of images) or ``video`` (a video file or folder of frames).
+    ``images`` (comma list of images; the flag may be repeated) or ``video`` (a video file or folder of frames).
     """
 
     name: str

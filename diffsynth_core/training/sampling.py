@@ -27,13 +27,41 @@ if TYPE_CHECKING:
     from ..pipeline import BasePipeline
 
 
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines and ``#`` comments are skipped."""
+SamplePrompt = str | dict[str, Any]  # a prompt, or {"prompt": ..., family inputs ...}
+
+
+def read_prompts(path: str | Path) -> list[SamplePrompt]:
+    """One prompt per line; blank lines and ``#`` comments are skipped.
+
+    A line that is a JSON object gives a prompt with its own family inputs (an edit family's
+    image): ``{"prompt": "make the square red", "edit_image": "before.png"}``; the
+    command converts the inputs by the family's generate options (``cli/run/build.py``).
+    """
+    import json
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--sample-prompts {path}: no such file (one prompt per line)")
     lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
+    prompts: list[SamplePrompt] = []
+    for number, line in enumerate(lines, 1):
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("{"):
+            prompts.append(line)
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(
+                f"--sample-prompts {path} line {number}: not JSON ({error})"
+            ) from error
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
+            raise ConfigError(
+                f'--sample-prompts {path} line {number}: a JSON line needs "prompt" (text)'
+            )
+        prompts.append(entry)
+    return prompts
 
 
 @contextmanager
@@ -64,7 +92,7 @@ class SampleRenderer:
 
     def __init__(
         self,
-        prompts: list[str],
+        prompts: list[SamplePrompt],
         every: int | None,
         output_path: Path,
         height: int,
@@ -125,9 +153,10 @@ class SampleRenderer:
         label = f"sampling {len(self.prompts)} prompt(s) at step {step}"
         return self.progress.paused(label) if self.progress is not None else nullcontext()
 
-    def _one(self, pipe: BasePipeline, step: int, index: int, prompt: str) -> Path:
+    def _one(self, pipe: BasePipeline, step: int, index: int, prompt: SamplePrompt) -> Path:
+        inputs = dict(prompt) if isinstance(prompt, dict) else {"prompt": prompt}
         # progress=False: a second bar would break the training bar's line
-        result = pipe(prompt=prompt, seed=self.seed + index, progress=False, **self.settings)
+        result = pipe(seed=self.seed + index, progress=False, **{**self.settings, **inputs})
         stem = self.folder / f"step-{step:06d}-{index}"
         if isinstance(result, list):  # a video family returns frames
             from ..data.video import save_video

@@ -97,6 +97,15 @@ ROWS: dict[str, Row] = {
         _command("generate", {**GENERATE, "--model": "qwen-image", "--model-path": "{truncated}"}, (), {}),
         "truncated.safetensors is a file, but --model-path wants a folder", family="qwen-image",
     ),
+    # --- Qwen-Image-Edit: more edit images than the version takes (before any weight loads)
+    "edit-two-edit-images": Row(
+        _command("generate", {**GENERATE, "--model": "qwen-image-edit"}, ("--edit-image", "{data}/image_0.png", "--edit-image", "{data}/image_1.png"), {}),
+        "qwen-image-edit takes at most 1 edit image(s), got 2", family="qwen-image-edit",
+    ),
+    "edit-plus-four-edit-images": Row(
+        _command("generate", {**GENERATE, "--model": "qwen-image-edit-plus"}, ("--edit-image", "{data}/image_0.png,{data}/image_1.png", "--edit-image", "{data}/image_0.png,{data}/image_1.png"), {}),
+        "qwen-image-edit-plus takes at most 3 edit image(s), got 4", family="qwen-image-edit-plus",
+    ),
     "unknown-model": generate(model="nosuch", expect="no model family 'nosuch'"),
     "preset-cache-under-a-file": Row(
         _command("generate", GENERATE, ("--preset", "tiny"), {"model_path": None}),

@@ -38,6 +38,20 @@ def test_image_options_load_the_file(tmp_path: Path) -> None:
         family_values(OPTIONS, {"control_image": str(tmp_path / "missing.png")})
 
 
+def test_a_repeated_images_flag_adds_each_file_in_order(tmp_path: Path) -> None:
+    from diffsynth_core.testing import make_image
+
+    options = [FamilyOption("edit_image", "images"), FamilyOption("strength", "float")]
+    for name, size in (("a", (8, 8)), ("b", (16, 8)), ("c", (8, 16))):
+        make_image((10, 20, 30), size).save(tmp_path / f"{name}.png")
+    a, b, c = (str(tmp_path / f"{n}.png") for n in "abc")
+    args = ["--edit-image", a, "--strength", "1", "--edit-image", f"{b},{c}", "--strength=2"]
+    raw = split_family_args(args, options, "fam", "generate")
+    assert raw == {"edit_image": f"{a},{b},{c}", "strength": "2"}  # other flags: last wins
+    images = family_values(options, raw)["edit_image"]
+    assert [im.size for im in images] == [(8, 8), (16, 8), (8, 16)]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

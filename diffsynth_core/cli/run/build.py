@@ -350,11 +350,11 @@ def run_options(run: TrainRun) -> dict[str, Any]:
     """The keyword options of launch_training_task: the settings the runner holds (``owner``
     "runner" in settings.py). Those of the accelerator, dataset and logger went into them
     when they were built."""
-    from ...training.sampling import read_prompts
-
     c, d = run.config, run.family.defaults
     options = {s.name: getattr(c, s.name) for s in SETTINGS if s.owner == "runner"}
-    options["sample_prompts"] = read_prompts(c.sample_prompts) if c.sample_prompts else []
+    options["sample_prompts"] = (
+        sample_prompts(c.sample_prompts, run.family) if c.sample_prompts else []
+    )
     options["sample_height"], options["sample_width"] = (
         c.height or d.sample_height,
         c.width or d.sample_width,
@@ -362,6 +362,43 @@ def run_options(run: TrainRun) -> dict[str, Any]:
     options["sample_seed"], options["output_path"] = c.seed, Path(c.output)
     options["seeded"] = True  # _train seeded the run before building the model
     return options
+
+
+def sample_prompts(path: str, family: Any) -> list[Any]:
+    """The prompts file's entries; a JSON line's family inputs converted by the family's
+    generate options (files relative to the prompts file), so a bad one stops the run now."""
+    from ...training.sampling import read_prompts
+    from .family_options import convert
+
+    options = {o.name: o for o in family.options_for("generate")}
+    entries: list[Any] = []
+    for entry in read_prompts(path):
+        if isinstance(entry, dict):
+            entry = {"prompt": entry["prompt"], **{
+                key: convert(_option(options, key, family, path), _beside(value, path, options[key].kind))
+                for key, value in entry.items() if key != "prompt"
+            }}  # fmt: skip
+        entries.append(entry)
+    return entries
+
+
+def _option(options: dict[str, Any], key: str, family: Any, path: str) -> Any:
+    if key not in options:
+        known = ", ".join(sorted(options)) or "none"
+        raise ConfigError(
+            f"--sample-prompts {path}: {key!r} is not a generate option of family "
+            f"{family.name!r} (its options: {known})"
+        )
+    return options[key]
+
+
+def _beside(value: Any, path: str, kind: str) -> Any:
+    """File values relative to the prompts file's folder (a list or a comma list of them)."""
+    if kind not in ("path", "image", "images", "video"):
+        return value
+    items = value if isinstance(value, list) else str(value).split(",")
+    files = [str(Path(path).parent / str(item).strip()) for item in items if str(item).strip()]
+    return files if kind == "images" else files[0]
 
 
 def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:

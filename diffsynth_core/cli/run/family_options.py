@@ -3,7 +3,8 @@
 ``diffsynth train --model qwen-image-controlnet --control-image-key control`` : click passes
 ``["--control-image-key", "control"]`` through (``ignore_unknown_options``); this module
 checks them against the family's declared options and converts each by its ``kind``
-(``str int float bool path image images video``; the last three load the files).
+(``str int float bool path image images video``; the last three load the files). An
+``images`` flag may be repeated, each file adding to its list.
 """
 
 from __future__ import annotations
@@ -47,14 +48,20 @@ def split_family_args(
             )
         if option.kind == "bool" and not has_value:
             raw[option.name] = not negated
-        elif has_value:
-            raw[option.name] = inline
+            continue
+        if has_value:
+            value = inline
         elif tokens and not tokens[0].startswith("--"):
-            raw[option.name] = tokens.pop(0)
+            value = tokens.pop(0)
         else:
             raise ConfigError(
                 f"{option.flag} needs a value ({option.kind}: {option.help or option.name})"
             )
+        previous = raw.get(option.name)
+        # an ``images`` flag may be repeated (``--edit-image a.png --edit-image b.png``): the
+        # files join its comma list, in order; any other repeated flag: the last one wins
+        repeated = option.kind == "images" and isinstance(previous, str)
+        raw[option.name] = f"{previous},{value}" if repeated else value
     return raw
 
 

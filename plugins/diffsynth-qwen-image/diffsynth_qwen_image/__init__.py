@@ -13,11 +13,12 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "QwenImagePipeline": "diffsynth_qwen_image.pipeline",
+    "QwenImageEditPipeline": "diffsynth_qwen_image.edit_pipeline",
     "ModelConfig": "diffsynth_core.loading",
     "build_tiny": "diffsynth_qwen_image.tiny",
 }
 
-__all__ = ["ModelConfig", "QwenImagePipeline", "__version__", "build_tiny"]
+__all__ = ["ModelConfig", "QwenImageEditPipeline", "QwenImagePipeline", "__version__", "build_tiny"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ The image and prompt embedders are ``cacheable`` (pure functions of their inputs
 ``--cache-features`` can run them once per sample. Qwen-Image-Edit fits in without changing these: a unit encoding ``edit_image`` into
 ``edit_latents`` (``model_fn`` already appends them to the image tokens), and a subclass of the
 prompt embedder with the edit template that feeds the image to the vision tower (``edit_image``
-already reaches ``process``).
+already reaches ``process``): :mod:`.edit_units` does this for the edit families.
 """
 
 from __future__ import annotations

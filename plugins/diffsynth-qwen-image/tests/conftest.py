@@ -69,3 +69,48 @@ def square_image() -> Image.Image:
     image = Image.new("RGB", (64, 64), (30, 60, 200))
     ImageDraw.Draw(image).ellipse((16, 12, 48, 44), fill=(220, 40, 40))
     return image
+
+
+def _edit_copy(tiny_dir: Path, folder: Path, plus: bool, zero_cond_t: bool | None = None) -> Path:
+    import shutil
+
+    from diffsynth_qwen_image.edit_tiny import make_edit_layout
+
+    shutil.copytree(tiny_dir, folder)
+    return make_edit_layout(folder, plus, zero_cond_t)
+
+
+@pytest.fixture(scope="session")
+def edit_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen-Image-Edit preset (the tiny Qwen-Image weights plus processor/)."""
+    return _edit_copy(tiny_dir, tmp_path_factory.mktemp("edit") / "tiny", plus=False)
+
+
+@pytest.fixture(scope="session")
+def edit_plus_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen-Image-Edit-2511 preset (zero-timestep reference tokens)."""
+    return _edit_copy(tiny_dir, tmp_path_factory.mktemp("edit-plus") / "tiny", plus=True)
+
+
+@pytest.fixture(scope="session")
+def edit_2509_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen-Image-Edit-2509 preset (no zero-timestep conditioning)."""
+    folder = tmp_path_factory.mktemp("edit-2509") / "tiny"
+    return _edit_copy(tiny_dir, folder, plus=True, zero_cond_t=False)
+
+
+@pytest.fixture()
+def edit_images() -> list[Image.Image]:
+    """Three small pictures of different aspect ratios (shapes on plain backgrounds)."""
+    from PIL import ImageDraw
+
+    images = []
+    for size, colour in (
+        ((80, 64), (220, 40, 40)),
+        ((64, 64), (40, 200, 40)),
+        ((48, 72), (240, 220, 30)),
+    ):
+        image = Image.new("RGB", size, (30, 60, 200))
+        ImageDraw.Draw(image).rectangle((8, 8, size[0] // 2, size[1] // 2), fill=colour)
+        images.append(image)
+    return images
