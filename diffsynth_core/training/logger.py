@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..lora.inject import export_lora_tensors, lora_metadata, lora_scale
+from ..lora.inject import adapted_modules, export_lora_tensors, lora_metadata, lora_scale
 from .atomic import atomic_write, atomic_write_json
 
 MANIFEST = "checkpoints.json"
@@ -160,7 +160,13 @@ class ModelLogger:
         return export_lora_tensors(tensors, lora_scale(model))
 
     def file_metadata(
-        self, model: torch.nn.Module, kind: str, step: int, epoch: int, is_lora: bool
+        self,
+        model: torch.nn.Module,
+        kind: str,
+        step: int,
+        epoch: int,
+        is_lora: bool,
+        tensors: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, str]:
         """safetensors metadata: strings only, structured values as JSON."""
         info: dict[str, Any] = {
@@ -175,6 +181,9 @@ class ModelLogger:
             info["base_models"] = sorted({f.model_id for f in self.family.model_files.values()})
         if is_lora:
             info.update(lora_metadata(model), lora_alpha_folded=True)
+            # the modules the file adapts, by their names in the model (the keys of
+            # ``tensors`` before the format's renaming), not the targets' short names
+            info["target_modules"] = adapted_modules(tensors or {})
         info.update(self.metadata)
         meta = {"format": "pt"}
         meta.update(
@@ -206,7 +215,7 @@ class ModelLogger:
             converted = self.manager.convert_state_dict(
                 tensors, self.export_format, self.family, "lora" if is_lora else "full"
             )
-        meta = self.file_metadata(model, kind, step, epoch, is_lora)
+        meta = self.file_metadata(model, kind, step, epoch, is_lora, tensors)
         atomic_write(path, lambda tmp: save_file(converted, str(tmp), metadata=meta))
         self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
         return path

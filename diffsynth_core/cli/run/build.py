@@ -94,8 +94,25 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         raise ConfigError(
             "--lora-base-model needs --lora-target-modules (comma list of module names)"
         )
+    check_lora_variant(config)
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
+
+
+def check_lora_variant(config: TrainConfig) -> None:
+    """LoKr / LoHa have no DoRA or rsLoRA, and diffusers' loader cannot read them."""
+    if config.lora_type == "lora":
+        return
+    if config.use_dora or config.use_rslora:
+        raise ConfigError(
+            f"--use-dora and --use-rslora are LoRA options: drop them or use --lora-type lora "
+            f"(not {config.lora_type})"
+        )
+    if config.lora_format == "diffusers":
+        raise ConfigError(
+            f"--lora-type {config.lora_type}: diffusers' load_lora_weights cannot read LoKr / "
+            "LoHa files; add --lora-format comfyui (ComfyUI's LyCORIS names) or peft"
+        )
 
 
 def _resumed(
@@ -196,6 +213,8 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
+        preset_lora_path=c.merge_lora, lora_dropout=c.lora_dropout, use_dora=c.use_dora, use_rslora=c.use_rslora,
+        lora_type=c.lora_type,
     )  # fmt: skip
     for name in split_targets(c.trainable_models or ""):
         getattr(
