@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..lora.inject import adapted_modules, export_lora_tensors, lora_metadata, lora_scale
+from ..lora.modelspec import ModelSpec
 from .atomic import atomic_write, atomic_write_json
 
 MANIFEST = "checkpoints.json"
@@ -56,6 +57,8 @@ class ModelLogger:
         save_every_n_steps / save_every_epoch: when ``on_step_end`` / ``on_epoch_end`` save.
         keep_last: keep only the newest K step and epoch checkpoints (the final one is kept).
         metadata: extra provenance for every file (``training_args``, ``base_models`` ...).
+        modelspec: a :class:`~diffsynth_core.lora.modelspec.ModelSpec` for the ``modelspec.*``
+            keys (default: titled after the output folder).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class ModelLogger:
         save_every_epoch: bool = True,
         keep_last: int | None = None,
         metadata: dict[str, Any] | None = None,
+        modelspec: Any = None,
     ) -> None:
         from ..plugins import get_plugin_manager
 
@@ -96,6 +100,7 @@ class ModelLogger:
         self.save_every_epoch = save_every_epoch
         self.keep_last = keep_last
         self.metadata = dict(metadata or {})
+        self.modelspec = modelspec or ModelSpec(title=self.output_path.resolve().name)
         self.manager = get_plugin_manager()
         self.manager.convert_state_dict({}, export_format, family, "lora")  # UnknownFormatError now
 
@@ -186,6 +191,9 @@ class ModelLogger:
             info["target_modules"] = adapted_modules(tensors or {})
         info.update(self.metadata)
         meta = {"format": "pt"}
+        family = self.family.name if self.family is not None else None
+        lora_type = info.get("lora_type", "lora") if is_lora else None
+        meta.update(self.modelspec.keys(family, self.export_format, lora_type))
         meta.update(
             {
                 f"diffsynth.{k}": v if isinstance(v, str) else json.dumps(v, default=str)

@@ -229,10 +229,18 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
+    from ...lora.modelspec import ModelSpec
     from ...training.logger import ModelLogger
 
-    c = run.config
+    c, d = run.config, run.family.defaults
     metadata = {"training_args": args, "model_files": where}
+    spec = ModelSpec(
+        title=c.metadata_title or Path(c.output).resolve().name, author=c.metadata_author,
+        description=c.metadata_description,
+        resolution=(c.width or d.sample_width, c.height or d.sample_height),
+        # --trigger-word is another setting's (it may be absent here): read it if declared
+        trigger_phrase=getattr(c, "trigger_word", None),
+    )  # fmt: skip
     return ModelLogger(
         c.output,
         run.family.defaults.remove_prefix_in_ckpt,
@@ -241,6 +249,7 @@ def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
         save_every_n_steps=c.save_every_n_steps,
         keep_last=c.keep_last,
         metadata=metadata,
+        modelspec=spec,
     )
 
 
