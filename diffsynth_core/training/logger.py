@@ -22,6 +22,7 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..lora.inject import adapted_modules, export_lora_tensors, lora_metadata, lora_scale
 from ..lora.modelspec import ModelSpec
 from .atomic import atomic_write, atomic_write_json
+from .ema import ema_path
 
 MANIFEST = "checkpoints.json"
 
@@ -209,12 +210,17 @@ class ModelLogger:
         kind: str,
         step: int,
         epoch: int,
+        path: Path | None = None,
     ) -> Path:
-        """Export, check, convert, name and atomically write one checkpoint; prune old ones."""
+        """Export, check, convert, name and atomically write one checkpoint; prune old ones.
+
+        ``path``: write there instead, unlisted (the EMA file beside a checkpoint: pruned
+        with it)."""
         from safetensors.torch import save_file
 
         tensors, is_lora = self.export(model, state)
-        path = self.path_for(kind, step, epoch)
+        listed = path is None
+        path = path or self.path_for(kind, step, epoch)
         name = path.name
         assert_finite(tensors, str(path))
         if self.state_dict_converter is not None:
@@ -225,7 +231,8 @@ class ModelLogger:
             )
         meta = self.file_metadata(model, kind, step, epoch, is_lora, tensors)
         atomic_write(path, lambda tmp: save_file(converted, str(tmp), metadata=meta))
-        self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
+        if listed:
+            self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
         return path
 
     # -- the manifest and pruning ------------------------------------------------------------
@@ -244,6 +251,7 @@ class ModelLogger:
             kept = [e for e in entries if e["kind"] in ("step", "epoch")]
             for old in kept[: max(0, len(kept) - self.keep_last)]:
                 (self.output_path / old["file"]).unlink(missing_ok=True)
+                ema_path(self.output_path / old["file"]).unlink(missing_ok=True)  # --ema-decay
                 entries.remove(old)
         atomic_write_json(self.output_path / MANIFEST, entries)
 
