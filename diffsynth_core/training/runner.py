@@ -34,6 +34,7 @@ from .options import RunOptions
 from .sampling import SampleRenderer
 from .signals import StopRequest
 from .state import TrainingPosition, TrainingStates
+from .validation import Validation
 
 
 @dataclass
@@ -125,9 +126,12 @@ def launch_training_task(
     bad = BadBatches(output, accelerator.process_index, dataset)
     samples = SampleRenderer.from_options(opts, output, log)  # log: shows sampling
     cache = FeatureCache() if opts.cache_features else None
+    validation = Validation.from_options(opts, total_steps)
     if position.step == 0:
         with ema_weights(ema):
             samples.render(accelerator, model, 0)
+        if validation is not None:
+            validation.evaluate(accelerator, model, 0, log, ema)
 
     loss_value, lr, grad_norm = None, schedule(position.step), None
     # keeper.saved_on: under --on-bad-sample error, save the steps done before the error ends the run
@@ -177,6 +181,8 @@ def launch_training_task(
                 if samples.due(position.step):
                     with ema_weights(ema):
                         samples.render(accelerator, model, position.step)
+                if validation is not None and validation.due(position.step):
+                    validation.evaluate(accelerator, model, position.step, log, ema)
                 if stop.agreed(accelerator) or position.step >= total_steps:
                     break
             if position.batch == plan.batches_per_epoch:  # the epoch ran to its end
@@ -187,6 +193,8 @@ def launch_training_task(
                 keeper.save(position)
             if stop.stopped or position.step >= total_steps:
                 break
+        if validation is not None and not stop.name:  # the end (once, if due at the last step)
+            validation.evaluate(accelerator, model, position.step, log, ema)
 
     with disk_full_is_an_error(output):
         state = keeper.save(position)

@@ -111,6 +111,11 @@ ROWS: dict[str, Row] = {
     "train-lora-type-loha-dora": train("--use-dora", lora_type="loha", lora_format="comfyui", expect="--use-dora"),
     "train-lora-dropout-1": train(lora_dropout="1", expect="--lora-dropout"),
     "train-merge-lora-truncated": train(merge_lora="{truncated}", expect="truncated.safetensors"),
+    # --- EMA and validation (issue 15 items 3, 4)
+    "train-ema-decay-1": train(ema_decay="1", expect="--ema-decay"),
+    "train-validation-split-1": train(validation_split="1", expect="--validation-split"),
+    "train-validation-every-alone": train(validation_every="2", expect="--validation-every needs"),
+    "train-validation-dataset-missing": train(validation_dataset="{out}/nosuch", expect="nosuch"),
     "generate-lora-truncated": generate("--lora", "{truncated}", expect="truncated.safetensors"),
     "generate-lora-scale-nan": generate("--lora", "{lora}", "--lora-scale", "nan", expect="--lora-scale"),
     "generate-lora-base-model-nosuch": generate("--lora", "{lora}", "--lora-base-model", "nosuch", expect="nosuch"),

@@ -176,6 +176,25 @@ def build_dataset(config: TrainConfig, family: Any) -> Any:
     )  # fmt: skip
 
 
+def build_validation(config: TrainConfig, family: Any, dataset: Any) -> tuple[Any, Any]:
+    """(training dataset, validation dataset or None): ``--validation-split`` holds rows of
+    the dataset out, ``--validation-dataset`` is read like ``--dataset`` (not repeated)."""
+    from dataclasses import replace
+
+    from ...training.validation import split_dataset
+
+    if config.validation_split is not None and config.validation_dataset:
+        raise ConfigError("give --validation-dataset or --validation-split, not both")
+    if config.validation_split is not None:
+        return split_dataset(dataset, config.validation_split)
+    if config.validation_dataset:
+        other = replace(config, dataset=config.validation_dataset, metadata=None, repeat=1)
+        return dataset, build_dataset(other, family)
+    if config.validation_every is not None:
+        raise ConfigError("--validation-every needs --validation-dataset DIR or --validation-split F")
+    return dataset, None
+
+
 def make_accelerator(config: TrainConfig) -> Any:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -304,7 +323,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     from .summary import startup_summary
 
     c, output = run.config, Path(run.config.output)
-    dataset = build_dataset(c, run.family)
+    dataset, validation = build_validation(c, run.family, build_dataset(c, run.family))
     plan = EpochBatches(dataset, c.batch_size, c.gradient_accumulation_steps, c.seed,
                         accelerator.num_processes, accelerator.process_index)  # fmt: skip
     total = c.max_steps or c.num_epochs * plan.steps_per_epoch
@@ -326,8 +345,9 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         atomic_write_json(output / "training_args.json", args)
 
     return launch_training_task(
-        accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
-    )
+        accelerator, dataset, module, logger, on_start=on_start, validation_data=validation,
+        **run_options(run),
+    )  # fmt: skip
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
