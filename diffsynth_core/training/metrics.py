@@ -43,7 +43,7 @@ class MetricsLog:
         self.enabled = enabled
         self.csv_path = Path(output_path) / "logs" / "metrics.csv"
         self.validation_path = self.csv_path.with_name("validation.csv")
-        self._start_step = start_step
+        self._start_step: int | None = start_step  # None once validation.csv is started
         self.notes: list[str] = []
         self._last = time.perf_counter()
         self._handle: Any = None

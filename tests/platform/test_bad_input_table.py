@@ -110,6 +110,7 @@ ROWS: dict[str, Row] = {
     "train-lora-type-lokr-diffusers": train(lora_type="lokr", expect="--lora-format comfyui"),
     "train-lora-type-loha-dora": train("--use-dora", lora_type="loha", lora_format="comfyui", expect="--use-dora"),
     "train-lora-dropout-1": train(lora_dropout="1", expect="--lora-dropout"),
+    "train-dora-comfyui": train("--use-dora", lora_format="comfyui", expect="--lora-format diffusers"),
     "train-merge-lora-truncated": train(merge_lora="{truncated}", expect="truncated.safetensors"),
     # --- EMA and validation (issue 15 items 3, 4)
     "train-ema-decay-1": train(ema_decay="1", expect="--ema-decay"),

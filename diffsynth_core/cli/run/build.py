@@ -100,7 +100,14 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
 
 
 def check_lora_variant(config: TrainConfig) -> None:
-    """LoKr / LoHa have no DoRA or rsLoRA, and diffusers' loader cannot read them."""
+    """LoKr / LoHa have no DoRA or rsLoRA, and diffusers' loader cannot read them; ComfyUI's
+    DoRA (``dora_scale``) normalises the weight's columns where peft's normalises its rows,
+    so no ComfyUI file holds peft's DoRA."""
+    if config.use_dora and config.lora_format == "comfyui":
+        raise ConfigError(
+            "--use-dora: ComfyUI's DoRA normalises other axes than peft's, so it cannot load "
+            "this DoRA; use --lora-format diffusers (or peft)"
+        )
     if config.lora_type == "lora":
         return
     if config.use_dora or config.use_rslora:
