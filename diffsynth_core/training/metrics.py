@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,14 +108,21 @@ class MetricsLog:
         self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
         self._bar.update(1)
 
-    def log_validation(self, step: int, loss: float, ema_loss: float | None = None) -> None:
+    def log_validation(
+        self,
+        step: int,
+        loss: float,
+        ema_loss: float | None = None,
+        due: Callable[[int], bool] = lambda step: True,
+    ) -> None:
         """Record a validation loss (and the EMA weights' one) to ``logs/validation.csv`` and
-        TensorBoard ``val/loss`` (main process). The file is started (resumed: its rows past
-        the resumed step dropped) at the first validation."""
+        TensorBoard ``val/loss`` (main process). The file is started at the first validation;
+        resumed, it keeps the earlier rows that ``due`` says an unbroken run has (not the
+        previous start's end, when that was no regular evaluation)."""
         if not self.enabled:
             return
         if self._start_step is not None:
-            _keep_rows(self.validation_path, VALIDATION_FIELDS, self._start_step)
+            _keep_rows(self.validation_path, VALIDATION_FIELDS, self._start_step, due)
             self._start_step = None
         row = {"step": step, "val_loss": f"{loss:.6g}",
                "val_loss_ema": "" if ema_loss is None else f"{ema_loss:.6g}"}  # fmt: skip
@@ -167,9 +174,16 @@ class MetricsLog:
         self._handle = self._tensorboard = self._bar = None
 
 
-def _keep_rows(path: Path, fields: tuple[str, ...], start_step: int) -> None:
-    """Rewrite ``path`` with its header and the rows up to ``start_step`` (none at 0)."""
-    kept = [r for r in read_metrics(path) if int(r["step"]) <= start_step] if start_step else []
+def _keep_rows(
+    path: Path,
+    fields: tuple[str, ...],
+    start_step: int,
+    due: Callable[[int], bool] = lambda step: True,
+) -> None:
+    """Rewrite ``path`` with its header and the rows up to ``start_step`` (none at 0); the
+    row of ``start_step`` itself only if ``due``."""
+    rows = read_metrics(path) if start_step else []
+    kept = [r for r in rows if int(r["step"]) < start_step or (int(r["step"]) == start_step and due(start_step))]
     lines = [",".join(fields)] + [",".join(str(r.get(f) or "") for f in fields) for r in kept]
     atomic_write_text(path, "\n".join(lines) + "\n")
 

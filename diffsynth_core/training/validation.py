@@ -82,7 +82,7 @@ class Validation:
             if ema is not None:
                 with ema.swapped_in():
                     averaged = self.loss(accelerator, model)
-        log.log_validation(step, raw, averaged)
+        log.log_validation(step, raw, averaged, due=self.due)
         self.last_step = step
 
     def loss(self, accelerator: Any, model: torch.nn.Module) -> float:

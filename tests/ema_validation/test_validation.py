@@ -100,3 +100,14 @@ def test_cli_validation_split_with_ema(
     assert (out / "final-ema.safetensors").is_file()
     if (out / "loss.png").exists():  # matplotlib installed
         assert (out / "loss.png").stat().st_size > 0
+
+
+def test_a_resumed_run_logs_the_unbroken_runs_validation_losses(tiny_toy: Path, tmp_path: Path) -> None:
+    data, held_out = toy_dataset(tmp_path / "data"), toy_dataset(tmp_path / "val", n=2)
+    options = {"validation_data": held_out, "validation_every": 2, "ema_decay": 0.5}
+    train(toy_module(tiny_toy), data, tmp_path / "a", max_steps=4, **options)
+    train(toy_module(tiny_toy), data, tmp_path / "b", max_steps=3, **options)
+    train(toy_module(tiny_toy), data, tmp_path / "b", max_steps=4, resume="latest", **options)
+    a, b = (_rows(tmp_path / run / "logs" / "validation.csv") for run in ("a", "b"))
+    assert [int(r["step"]) for r in a] == [0, 2, 4]
+    assert a == b  # the row of the first run's end (step 3) went; the numbers are the same
