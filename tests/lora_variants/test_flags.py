@@ -58,3 +58,22 @@ def test_variant_flags_reach_peft(qwen_tiny: Path, tmp_path: Path) -> None:
     assert torch.equal(layer(x), layer(x))
     lokr = built(qwen_tiny, tmp_path, lora_type="lokr", lora_format="comfyui").pipe.dit
     assert hasattr(lokr.transformer_blocks[0].attn.to_q, "lokr_w1")
+
+
+def test_lycoris_in_comfyui_names_is_refused_for_a_family_that_renames_its_keys() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from diffsynth_core.cli.run.build import check_lora_variant
+    from diffsynth_core.cli.run.config import TrainConfig
+    from diffsynth_core.errors import ConfigError
+    from diffsynth_core.lora.formats import LoraLayout
+
+    renaming = SimpleNamespace(name="fam", layout=lambda: LoraLayout(comfyui_keys=lambda sd, kind: sd))
+    plain = SimpleNamespace(name="plain", layout=LoraLayout)
+    lokr = TrainConfig(lora_type="loha", lora_format="comfyui")
+    check_lora_variant(lokr, plain)  # diffusers' names under diffusion_model.: fine
+    with pytest.raises(ConfigError, match="use --lora-format peft"):
+        check_lora_variant(lokr, renaming)
+    check_lora_variant(TrainConfig(lora_type="loha", lora_format="peft"), renaming)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, ResumeError
+from ...lora.formats import family_layout
 from ...training.settings import BY_NAME, SETTINGS
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
@@ -94,12 +95,12 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
         raise ConfigError(
             "--lora-base-model needs --lora-target-modules (comma list of module names)"
         )
-    check_lora_variant(config)
+    check_lora_variant(config, family)
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
 
 
-def check_lora_variant(config: TrainConfig) -> None:
+def check_lora_variant(config: TrainConfig, family: Any = None) -> None:
     """LoKr / LoHa have no DoRA or rsLoRA, and diffusers' loader cannot read them; ComfyUI's
     DoRA (``dora_scale``) normalises the weight's columns where peft's normalises its rows,
     so no ComfyUI file holds peft's DoRA."""
@@ -119,6 +120,12 @@ def check_lora_variant(config: TrainConfig) -> None:
         raise ConfigError(
             f"--lora-type {config.lora_type}: diffusers' load_lora_weights cannot read LoKr / "
             "LoHa files; add --lora-format comfyui (ComfyUI's LyCORIS names) or peft"
+        )
+    renames = family is not None and family_layout(family).comfyui_keys is not None
+    if config.lora_format == "comfyui" and renames:
+        raise ConfigError(
+            f"--lora-type {config.lora_type}: {family.name}'s ComfyUI names are written for "
+            "LoRA pairs only (its layout renames or fuses them); use --lora-format peft"
         )
 
 
