@@ -29,17 +29,21 @@ from typing import Any
 import torch
 
 from ..errors import ModelFileError
+from .variants import LYCORIS_PARTS, MAGNITUDE, by_module, lycoris_to_scale_one, part_of
 
 # what tools put before any model's module names (peft's wrapper, ComfyUI, generic ones)
 _GENERIC_PREFIXES = ("base_model.model.", "diffusion_model.", "model.", "unet.")
 # kohya / musubi ``lora_unet_``; OneTrainer writes ``lora_unet__``
 _KOHYA = re.compile(r"^lora_(?:unet_?|te\d?|transformer)_")
 _ADAPTER = re.compile(r"\.(lora_[AB]|lora_down|lora_up)\.default\.")
+# DoRA's magnitude and the LoKr / LoHa parts: peft's file keys have no ``.weight``
+_PARAMETER = re.compile(r"\.(lora_magnitude_vector|lokr_\w+|hada_\w+)\.default(?:\.weight)?$")
 
 
 def bare_key(key: str) -> str:
-    """peft's adapter name dropped: ``to_q.lora_A.default.weight`` -> ``to_q.lora_A.weight``."""
-    return _ADAPTER.sub(r".\1.", key)
+    """peft's adapter name dropped: ``to_q.lora_A.default.weight`` -> ``to_q.lora_A.weight``,
+    ``to_q.lokr_w1.default`` -> ``to_q.lokr_w1``, DoRA's ``...lora_magnitude_vector``."""
+    return _PARAMETER.sub(r".\1", _ADAPTER.sub(r".\1.", key))
 
 
 def _strip_prefix(key: str, prefixes: tuple[str, ...]) -> str:
@@ -60,12 +64,18 @@ def _kohya_module(key: str, module_names: dict[str, str]) -> str:
 
 
 def _split(key: str) -> tuple[str, str]:
-    """(module, kind): kind is ``A.weight``, ``down.weight``, ``alpha`` ..."""
+    """(module, kind): kind is ``A.weight``, ``down.weight``, ``alpha``, ``lokr_w1`` ..."""
+    module, part = part_of(key)
+    if part in LYCORIS_PARTS or part == MAGNITUDE:
+        return module, part
     if ".lora_" in key:
         module, _, kind = key.rpartition(".lora_")
         return module, kind
     module, _, kind = key.rpartition(".")
     return module, kind
+
+
+_PARTS = {"A.weight": "A", "down.weight": "A", "B.weight": "B", "up.weight": "B"}
 
 
 def normalize_lora_state_dict(
@@ -78,7 +88,8 @@ def normalize_lora_state_dict(
 
     ``alpha`` is the strength of modules without an ``.alpha`` tensor (diffusers' metadata);
     without either, alpha = rank (scale 1), as every loader assumes. ``family`` (or the
-    default layout) says which model prefixes to cut.
+    default layout) says which model prefixes to cut. DoRA's ``lora_magnitude_vector`` is
+    kept; LoKr / LoHa parts keep their names with ComfyUI's ``alpha / dim`` folded in.
     """
     from .formats import read_prefixes
 
@@ -90,23 +101,34 @@ def normalize_lora_state_dict(
         if _KOHYA.match(module):
             module = _kohya_module(module, flat_names)
         module = _strip_prefix(module, prefixes)
-        part = {"A.weight": "A", "down.weight": "A", "B.weight": "B", "up.weight": "B"}.get(kind)
-        if part or kind == "alpha":
-            pairs.setdefault(module, {})[part or "alpha"] = value
+        part = _PARTS.get(kind, kind)
+        if part in ("A", "B", "alpha", MAGNITUDE) or part in LYCORIS_PARTS:
+            pairs.setdefault(module, {})[part] = value
     if not pairs:
         raise ModelFileError(
-            "the file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up keys)"
+            "the file holds no LoRA weights (no lora_A/lora_B, lora_down/lora_up, lokr_ or "
+            "hada_ keys)"
         )
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for module, parts in pairs.items():
-        if "A" not in parts or "B" not in parts:
-            raise ModelFileError(f"LoRA for {module} lacks its A or B matrix")
-        module_alpha = float(parts["alpha"]) if "alpha" in parts else alpha
-        b = parts["B"]
-        if module_alpha is not None:
-            b = b * (module_alpha / parts["A"].shape[0])
-        out[f"{module}.lora_A.weight"] = parts["A"]
-        out[f"{module}.lora_B.weight"] = b
+        out.update(_normalized_module(module, parts, alpha))
+    return out
+
+
+def _normalized_module(
+    module: str, parts: dict[str, torch.Tensor], alpha: float | None
+) -> dict[str, torch.Tensor]:
+    if any(p in LYCORIS_PARTS for p in parts):
+        return {f"{module}.{k}": v for k, v in lycoris_to_scale_one(parts).items()}
+    if "A" not in parts or "B" not in parts:
+        raise ModelFileError(f"LoRA for {module} lacks its A or B matrix")
+    module_alpha = float(parts["alpha"]) if "alpha" in parts else alpha
+    b = parts["B"]
+    if module_alpha is not None:
+        b = b * (module_alpha / parts["A"].shape[0])
+    out = {f"{module}.lora_A.weight": parts["A"], f"{module}.lora_B.weight": b}
+    if MAGNITUDE in parts:
+        out[f"{module}.{MAGNITUDE}"] = parts[MAGNITUDE]
     return out
 
 
@@ -172,6 +194,29 @@ def check_shapes(
                 f"{source}: LoRA {key} {tuple(a.shape)} / {b_key} {tuple(b.shape)} do not fit "
                 f"{name}.weight {tuple(weight.shape)}: is the LoRA for another model?"
             )
+    _check_lycoris_shapes(modules, state_dict, source)
+
+
+def _check_lycoris_shapes(
+    modules: Mapping[str, torch.nn.Module], state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
+    from .variants import lycoris_delta
+
+    for name, parts in by_module(state_dict).items():
+        if not any(p in LYCORIS_PARTS for p in parts):
+            continue
+        weight = getattr(modules.get(name), "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise ModelFileError(
+                f"{source}: LoRA module {name} is not in the model: is it for another model?"
+            )
+        try:
+            lycoris_delta(parts, weight.shape)
+        except (RuntimeError, KeyError) as exc:
+            raise ModelFileError(
+                f"{source}: the LoKr / LoHa parts of {name} ({', '.join(sorted(parts))}) do not "
+                f"make a {tuple(weight.shape)} update: is the LoRA for another model? ({exc})"
+            ) from exc
 
 
 def read_lora_file(

@@ -17,9 +17,20 @@ import torch
 
 from ..errors import ConfigError, ModelFileError
 from .files import bare_key, normalize_lora_state_dict, read_lora_file
+from .variants import (
+    MAGNITUDE,
+    by_module,
+    dora_weight,
+    fold_scale,
+    folded_part,
+    is_adapter_key,
+    lycoris_delta,
+    part_of,
+    peft_config,
+)
 
 __all__ = [
-    "bare_key", "export_lora_tensors", "inject_lora", "load_lora_weights", "lora_metadata",
+    "adapted_modules", "bare_key", "export_lora_tensors", "inject_lora", "load_lora_weights", "lora_metadata",
     "lora_scale", "lora_state_dict", "merge_lora", "normalize_lora_state_dict", "read_lora_file",
     "split_targets",
 ]  # fmt: skip
@@ -68,18 +79,27 @@ def inject_lora(
     rank: int,
     alpha: float | None = None,
     dtype: torch.dtype = torch.float32,
+    *,
+    dropout: float = 0.0,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    lora_type: str = "lora",
 ) -> torch.nn.Module:
-    """Add trainable LoRA layers (``lora_B`` zero, so the output is unchanged at first)."""
-    from peft import LoraConfig, inject_adapter_in_model
+    """Add trainable adapter layers (the output is unchanged at first).
+
+    ``lora_type`` is ``lora`` (with ``use_dora`` / ``use_rslora``), ``lokr`` or ``loha``
+    (see :mod:`.variants`); ``dropout`` is LoRA's dropout, LoKr / LoHa's rank dropout.
+    """
+    from peft import inject_adapter_in_model
 
     targets = split_targets(target_modules)
     if not targets:
         raise ConfigError("LoRA needs at least one target module (--lora-target-modules)")
     _check_targets(model, targets)
-    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets, lora_dropout=0.0)
+    config = peft_config(lora_type, rank, alpha, targets, dropout, use_dora, use_rslora)
     model = inject_adapter_in_model(config, model)
     for name, param in model.named_parameters():
-        if "lora_" in name:
+        if is_adapter_key(name):
             param.data = param.data.to(dtype)
             param.requires_grad_(True)
     return model
@@ -97,64 +117,85 @@ def lora_scale(model: torch.nn.Module) -> float:
 def export_lora_tensors(
     tensors: Mapping[str, torch.Tensor], scale: float
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """Tensors as written to a file: bare keys, CPU, contiguous, ``scale`` folded into lora_B.
+    """Tensors as written to a file: bare keys, CPU, contiguous, ``scale`` folded in.
 
-    ``scale`` is ``alpha / rank`` of the adapter (:func:`lora_scale`). Returns ``(tensors,
-    is_lora)``; full weights pass through unscaled.
+    ``scale`` is that of the adapter (:func:`lora_scale`); it goes into ``lora_B`` (LoKr /
+    LoHa: their first factor, plus the ``alpha`` ComfyUI reads; see :mod:`.variants`).
+    Returns ``(tensors, is_lora)``; full weights pass through unscaled.
     """
     out = {bare_key(k): v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    is_lora = any(".lora_A." in k for k in out)
-    if is_lora and scale != 1.0:
-        out = {k: v * scale if ".lora_B." in k else v for k, v in out.items()}
+    is_lora = any(is_adapter_key(k) for k in out)
+    if is_lora:
+        out = fold_scale(out, scale)
     return out, is_lora
 
 
 def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The LoRA weights of ``model`` as a file holds them (bare keys, alpha / rank folded)."""
-    params = {n: p for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
+    """The adapter weights of ``model`` as a file holds them (bare keys, scale folded)."""
+    params = {n: p for n, p in model.named_parameters() if is_adapter_key(n)}
     return export_lora_tensors(params, lora_scale(model))[0]
 
 
 def lora_metadata(model: torch.nn.Module) -> dict[str, Any]:
-    """Rank, alpha and target modules (as given to peft: ``to_out.0``) of ``model``'s LoRA."""
+    """The adapter's settings: type, rank, alpha, targets as given to peft (``to_out.0``),
+    DoRA / rsLoRA / dropout. The real names of the adapted modules come from the file's keys
+    (:func:`adapted_modules`)."""
     ranks: set[int] = set()
     alphas: set[float] = set()
     targets: set[str] = set()
-    layers: list[str] = []
-    for name, module in model.named_modules():
-        config = getattr(module, "peft_config", None)
-        if isinstance(config, dict) and "default" in config:
-            found = config["default"].target_modules
+    config: Any = None
+    for module in model.modules():
+        configs = getattr(module, "peft_config", None)
+        if isinstance(configs, dict) and "default" in configs:
+            config = configs["default"]
+            found = config.target_modules
             targets.update([found] if isinstance(found, str) else found or ())
         r = getattr(module, "r", None)
         if isinstance(r, dict) and "default" in r:
             ranks.add(r["default"])
-            alphas.add(module.lora_alpha["default"])
-            layers.append(name)
+            alpha = getattr(module, "lora_alpha", None) or getattr(module, "alpha", {})
+            alphas.add(alpha["default"])
     if not ranks:
         return {}
-    # a LoRA put together without peft's injection has no config: name its layers in full
+    peft_type = str(getattr(config, "peft_type", "LORA")).rsplit(".", 1)[-1].lower()
     return {
+        "lora_type": peft_type,
         "lora_rank": max(ranks),
         "lora_alpha": max(alphas),
-        "target_modules": sorted(targets or layers),
+        "lora_target_modules": sorted(targets),
+        "use_dora": bool(getattr(config, "use_dora", False)),
+        "use_rslora": bool(getattr(config, "use_rslora", False)),
+        "lora_dropout": float(getattr(config, "lora_dropout", getattr(config, "rank_dropout", 0.0))),
     }
+
+
+def adapted_modules(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The module names a LoRA file adapts (its keys without the adapter parts), sorted."""
+    return sorted({part_of(k)[0] for k in tensors if is_adapter_key(k)})
+
+
+def _param_name(key: str) -> tuple[str, str]:
+    """(peft's in-model name, part) of a normalized file key."""
+    module, part = part_of(key)
+    if part in ("lora_A", "lora_B", MAGNITUDE):
+        return f"{module}.{part}.default.weight", part
+    return f"{module}.{part}.default", part
 
 
 def load_lora_weights(
     model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "the LoRA"
 ) -> None:
-    """Load a normalized LoRA into a model with LoRA injected (continuing training).
+    """Load a normalized LoRA (any variant) into a model with the same adapter injected.
 
     ``source`` (the file) names the LoRA in errors: a key no injected layer has, or a shape
     that differs from the injected layer's (another ``--lora-rank``).
     """
     scale = lora_scale(model)
     params = dict(model.named_parameters())
+    folded = {m: folded_part(parts) for m, parts in by_module(state_dict).items()}
     missing = []
     for key, value in state_dict.items():
-        module, _, kind = key.rpartition(".lora_")
-        name = f"{module}.lora_{kind.split('.')[0]}.default.weight"
+        name, part = _param_name(key)
         if name not in params:
             missing.append(key)
             continue
@@ -163,33 +204,40 @@ def load_lora_weights(
                 f"{source}: LoRA key {key} has shape {tuple(value.shape)}, the injected layer "
                 f"{tuple(params[name].shape)}: give the --lora-rank the file was trained with"
             )
-        if kind.startswith("B") and scale != 1.0:
+        if part == folded[part_of(key)[0]] and scale != 1.0:
             value = value / scale
         params[name].data.copy_(value.to(params[name].dtype))
     if missing:
         raise ModelFileError(
             f"{source}: {len(missing)} LoRA weights match no injected layer (first: {missing[0]}); "
-            "is --lora-target-modules the same as when the LoRA was trained?"
+            "are --lora-target-modules and --lora-type the same as when the LoRA was trained?"
         )
 
 
 def merge_lora(
     model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], scale: float = 1.0
 ) -> int:
-    """Add ``scale * B @ A`` into the base weights (inference); returns the modules changed."""
+    """Add ``scale`` times each module's update into the base weights; returns the modules
+    changed. The update is ``B @ A`` (DoRA: the row norms then set to the magnitude), or the
+    LoKr / LoHa reconstruction ComfyUI makes (:func:`.variants.lycoris_delta`)."""
     modules = dict(model.named_modules())
     count = 0
-    for key, a in state_dict.items():
-        if ".lora_A." not in key:
-            continue
-        name = key.rsplit(".lora_A.", 1)[0]
+    for name, parts in by_module(state_dict).items():
         layer = modules.get(name)
-        if layer is None or not hasattr(layer, "weight"):
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, torch.Tensor):
             raise ModelFileError(
                 f"LoRA module {name} is not in the model: is it for another model?"
             )
-        b = state_dict[f"{name}.lora_B.weight"]
-        delta = (b.float().flatten(1) @ a.float().flatten(1)).reshape(layer.weight.shape) * scale
-        layer.weight.data += delta.to(layer.weight.device, layer.weight.dtype)
+        if "lora_A" in parts:
+            b, a = parts["lora_B"].float(), parts["lora_A"].float()
+            delta = (b.flatten(1) @ a.flatten(1)).reshape(weight.shape)
+        else:
+            delta = lycoris_delta(parts, weight.shape)
+        merged = weight.float() + delta.to(weight.device) * scale
+        if MAGNITUDE in parts:  # DoRA at strength ``scale``: the update, then the norms
+            magnitude = parts[MAGNITUDE].to(weight.device)
+            merged = dora_weight(weight, delta.to(weight.device) * scale, magnitude)
+        weight.data.copy_(merged.to(weight.dtype))
         count += 1
     return count

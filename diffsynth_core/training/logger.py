@@ -19,8 +19,10 @@ from typing import Any, cast
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..lora.inject import export_lora_tensors, lora_metadata, lora_scale
+from ..lora.inject import adapted_modules, export_lora_tensors, lora_metadata, lora_scale
+from ..lora.modelspec import ModelSpec
 from .atomic import atomic_write, atomic_write_json
+from .ema import ema_path
 
 MANIFEST = "checkpoints.json"
 SAVE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,6 +62,8 @@ class ModelLogger:
         save_dtype: ``fp32``, ``bf16`` or ``fp16``: the dtype of the floating-point tensors
             written (``--save-dtype``); None keeps the trained weights' dtype. Training states
             keep the trained dtype whatever this says, so a resume stays exact.
+        modelspec: a :class:`~diffsynth_core.lora.modelspec.ModelSpec` for the ``modelspec.*``
+            keys (default: titled after the output folder).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class ModelLogger:
         keep_last: int | None = None,
         metadata: dict[str, Any] | None = None,
         save_dtype: str | None = None,
+        modelspec: Any = None,
     ) -> None:
         from ..plugins import get_plugin_manager
 
@@ -106,6 +111,7 @@ class ModelLogger:
                 f"save_dtype {save_dtype!r} is unknown; use one of {', '.join(SAVE_DTYPES)}"
             )
         self.save_dtype = save_dtype
+        self.modelspec = modelspec or ModelSpec(title=self.output_path.resolve().name)
         self.manager = get_plugin_manager()
         self.manager.convert_state_dict({}, export_format, family, "lora")  # UnknownFormatError now
 
@@ -170,7 +176,13 @@ class ModelLogger:
         return export_lora_tensors(tensors, lora_scale(model))
 
     def file_metadata(
-        self, model: torch.nn.Module, kind: str, step: int, epoch: int, is_lora: bool
+        self,
+        model: torch.nn.Module,
+        kind: str,
+        step: int,
+        epoch: int,
+        is_lora: bool,
+        tensors: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, str]:
         """safetensors metadata: strings only, structured values as JSON."""
         info: dict[str, Any] = {
@@ -185,8 +197,14 @@ class ModelLogger:
             info["base_models"] = sorted({f.model_id for f in self.family.model_files.values()})
         if is_lora:
             info.update(lora_metadata(model), lora_alpha_folded=True)
+            # the modules the file adapts, by their names in the model (the keys of
+            # ``tensors`` before the format's renaming), not the targets' short names
+            info["target_modules"] = adapted_modules(tensors or {})
         info.update(self.metadata)
         meta = {"format": "pt"}
+        family = self.family.name if self.family is not None else None
+        lora_type = info.get("lora_type", "lora") if is_lora else None
+        meta.update(self.modelspec.keys(family, self.export_format, lora_type))
         meta.update(
             {
                 f"diffsynth.{k}": v if isinstance(v, str) else json.dumps(v, default=str)
@@ -202,12 +220,17 @@ class ModelLogger:
         kind: str,
         step: int,
         epoch: int,
+        path: Path | None = None,
     ) -> Path:
-        """Export, check, convert, name and atomically write one checkpoint; prune old ones."""
+        """Export, check, convert, name and atomically write one checkpoint; prune old ones.
+
+        ``path``: write there instead, unlisted (the EMA file beside a checkpoint: pruned
+        with it)."""
         from safetensors.torch import save_file
 
         tensors, is_lora = self.export(model, state)
-        path = self.path_for(kind, step, epoch)
+        listed = path is None
+        path = path or self.path_for(kind, step, epoch)
         name = path.name
         if self.save_dtype is not None:  # after alpha is folded into lora_B, in full precision
             dtype = SAVE_DTYPES[self.save_dtype]
@@ -219,9 +242,10 @@ class ModelLogger:
             converted = self.manager.convert_state_dict(
                 tensors, self.export_format, self.family, "lora" if is_lora else "full"
             )
-        meta = self.file_metadata(model, kind, step, epoch, is_lora)
+        meta = self.file_metadata(model, kind, step, epoch, is_lora, tensors)
         atomic_write(path, lambda tmp: save_file(converted, str(tmp), metadata=meta))
-        self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
+        if listed:
+            self._record({"file": name, "kind": kind, "step": step, "epoch": epoch})
         return path
 
     # -- the manifest and pruning ------------------------------------------------------------
@@ -240,6 +264,7 @@ class ModelLogger:
             kept = [e for e in entries if e["kind"] in ("step", "epoch")]
             for old in kept[: max(0, len(kept) - self.keep_last)]:
                 (self.output_path / old["file"]).unlink(missing_ok=True)
+                ema_path(self.output_path / old["file"]).unlink(missing_ok=True)  # --ema-decay
                 entries.remove(old)
         atomic_write_json(self.output_path / MANIFEST, entries)
 

@@ -5,6 +5,9 @@ killed run keeps its log); on resume, rows past the resumed step are dropped so 
 like one unbroken run. TensorBoard is used when installed; the plot needs matplotlib and is
 skipped with a note otherwise.
 
+``logs/validation.csv`` holds the validation losses (:mod:`.validation`); ``loss.png`` shows
+them beside the raw and the smoothed training loss.
+
 Sampling (and anything else run inside :meth:`MetricsLog.paused`) shows in the bar's label
 ("sampling") and is left out of the step rate, the ETA and ``samples_per_s``: they measure
 training alone.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from typing import Any
 from .atomic import atomic_write, atomic_write_text
 
 FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s")
+VALIDATION_FIELDS = ("step", "val_loss", "val_loss_ema")
+SMOOTHING = 0.9  # of the plotted training loss (TensorBoard's debiased moving average)
 
 
 class MetricsLog:
@@ -37,6 +42,8 @@ class MetricsLog:
     ) -> None:
         self.enabled = enabled
         self.csv_path = Path(output_path) / "logs" / "metrics.csv"
+        self.validation_path = self.csv_path.with_name("validation.csv")
+        self._start_step: int | None = start_step  # None once validation.csv is started
         self.notes: list[str] = []
         self._last = time.perf_counter()
         self._handle: Any = None
@@ -49,13 +56,7 @@ class MetricsLog:
             self._bar = self._open_bar(total_steps, start_step, progress)
 
     def _open_csv(self, start_step: int) -> None:
-        kept = (
-            [r for r in read_metrics(self.csv_path) if int(r["step"]) <= start_step]
-            if start_step
-            else []
-        )
-        lines = [",".join(FIELDS)] + [",".join(str(r[f]) for f in FIELDS) for r in kept]
-        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        _keep_rows(self.csv_path, FIELDS, start_step)
         self._handle = self.csv_path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
 
@@ -107,6 +108,33 @@ class MetricsLog:
         self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
         self._bar.update(1)
 
+    def log_validation(
+        self,
+        step: int,
+        loss: float,
+        ema_loss: float | None = None,
+        due: Callable[[int], bool] = lambda step: True,
+    ) -> None:
+        """Record a validation loss (and the EMA weights' one) to ``logs/validation.csv`` and
+        TensorBoard ``val/loss`` (main process). The file is started at the first validation;
+        resumed, it keeps the earlier rows that ``due`` says an unbroken run has (not the
+        previous start's end, when that was no regular evaluation)."""
+        if not self.enabled:
+            return
+        if self._start_step is not None:
+            _keep_rows(self.validation_path, VALIDATION_FIELDS, self._start_step, due)
+            self._start_step = None
+        row = {"step": step, "val_loss": f"{loss:.6g}",
+               "val_loss_ema": "" if ema_loss is None else f"{ema_loss:.6g}"}  # fmt: skip
+        with self.validation_path.open("a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, fieldnames=VALIDATION_FIELDS).writerow(row)
+        if self._tensorboard is not None:
+            self._tensorboard.add_scalar("val/loss", loss, step)
+            if ema_loss is not None:
+                self._tensorboard.add_scalar("val/loss_ema", ema_loss, step)
+        self.write(f"step {step}: validation loss {row['val_loss']}" + (
+            f" (EMA weights {row['val_loss_ema']})" if ema_loss is not None else ""))
+
     @contextmanager
     def paused(self, label: str) -> Iterator[None]:
         """Show ``label`` in the bar while the body runs; its time counts as no training."""
@@ -146,6 +174,30 @@ class MetricsLog:
         self._handle = self._tensorboard = self._bar = None
 
 
+def _keep_rows(
+    path: Path,
+    fields: tuple[str, ...],
+    start_step: int,
+    due: Callable[[int], bool] = lambda step: True,
+) -> None:
+    """Rewrite ``path`` with its header and the rows up to ``start_step`` (none at 0); the
+    row of ``start_step`` itself only if ``due``."""
+    rows = read_metrics(path) if start_step else []
+    kept = [r for r in rows if int(r["step"]) < start_step or (int(r["step"]) == start_step and due(start_step))]
+    lines = [",".join(fields)] + [",".join(str(r.get(f) or "") for f in fields) for r in kept]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: a moving average, debiased so the first points are not pulled
+    towards zero."""
+    out, last = [], 0.0
+    for i, value in enumerate(values, start=1):
+        last = weight * last + (1 - weight) * value
+        out.append(last / (1 - weight**i))
+    return out
+
+
 def read_metrics(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
@@ -154,8 +206,11 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
 
 
 def plot_loss(metrics_csv: Path, out: Path) -> str | None:
-    """Draw loss against step into ``out``; returns a note when it cannot."""
+    """Draw the training loss (raw and smoothed) and the validation losses beside it
+    (``validation.csv`` next to ``metrics_csv``) against step into ``out``; returns a note
+    when it cannot."""
     rows = read_metrics(metrics_csv)
+    validation = read_metrics(metrics_csv.with_name("validation.csv"))
     if not rows:
         return "no metrics logged: loss.png not drawn"
     try:
@@ -166,7 +221,16 @@ def plot_loss(metrics_csv: Path, out: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed: loss.png skipped (pip install matplotlib)"
     figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], linewidth=1)
+    steps, losses = [int(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
+    axis.plot(steps, losses, linewidth=0.8, alpha=0.35, color="tab:blue", label="training loss")
+    axis.plot(steps, smoothed(losses), linewidth=1.5, color="tab:blue", label="training loss (smoothed)")
+    for column, label, color in (("val_loss", "validation loss", "tab:orange"),
+                                 ("val_loss_ema", "validation loss (EMA)", "tab:green")):  # fmt: skip
+        shown = [r for r in validation if r.get(column)]
+        if shown:
+            axis.plot([int(r["step"]) for r in shown], [float(r[column]) for r in shown],
+                      marker="o", markersize=3, linewidth=1.2, color=color, label=label)  # fmt: skip
+    axis.legend(fontsize="small")
     axis.set_xlabel("step")
     axis.set_ylabel("loss")
     axis.grid(alpha=0.3)

@@ -76,6 +76,10 @@ def switch_pipe_to_training_mode(
     lora_alpha: float | None = None,
     lora_dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
+    lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    lora_type: str = "lora",
 ) -> None:
     """Freeze the pipeline, then unfreeze ``trainable_models`` and/or add LoRA to one model.
 
@@ -83,7 +87,9 @@ def switch_pipe_to_training_mode(
     options are keyword-only. ``lora_checkpoint`` continues from a LoRA file in any supported
     key form. ``preset_lora_path`` merges a LoRA into ``preset_lora_model`` (default: the LoRA
     base model) before training, as a fixed part of the base. A ``task`` ending in
-    ``:data_process`` (the seed's feature-caching stage) adds no LoRA. The LoRA weights
+    ``:data_process`` (the seed's feature-caching stage) adds no LoRA. ``lora_type`` (``lora``,
+    ``lokr``, ``loha``), ``use_dora``, ``use_rslora`` and ``lora_dropout`` pick the peft
+    adapter (:mod:`diffsynth_core.lora.variants`). The LoRA weights
     default to fp32 even over a bf16 base: small updates to bf16 weights round away.
     """
     pipe.scheduler.set_timesteps(pipe.scheduler.config.num_train_timesteps, training=True)
@@ -99,7 +105,10 @@ def switch_pipe_to_training_mode(
         model.train()
     if lora_base_model and not task.endswith(":data_process"):
         model = _model(pipe, lora_base_model)
-        inject_lora(model, lora_target_modules, lora_rank, lora_alpha, dtype=lora_dtype)
+        inject_lora(
+            model, lora_target_modules, lora_rank, lora_alpha, dtype=lora_dtype,
+            dropout=lora_dropout, use_dora=use_dora, use_rslora=use_rslora, lora_type=lora_type,
+        )  # fmt: skip
         model.train()
         if lora_checkpoint:
             lora = read_lora_file(lora_checkpoint, model, allow_pickle, family)

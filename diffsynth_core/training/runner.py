@@ -25,6 +25,7 @@ from ..errors import BadSampleError, ConfigError
 from .atomic import clean_temporaries
 from .batches import EpochBatches
 from .cache import FeatureCache
+from .ema import EmaWeights, ema_weights
 from .guards import BadBatches, StateKeeper, disk_full_is_an_error
 from .logger import read_manifest
 from .metrics import MetricsLog, plot_loss
@@ -33,6 +34,7 @@ from .options import RunOptions
 from .sampling import SampleRenderer
 from .signals import StopRequest
 from .state import TrainingPosition, TrainingStates
+from .validation import Validation
 
 
 @dataclass
@@ -112,6 +114,7 @@ def launch_training_task(
     params = [p for p in model.parameters() if p.requires_grad]
 
     states = TrainingStates(output / "state", plan.layout(), keep=opts.keep_last or 1)
+    ema = states.ema = EmaWeights.create(opts.ema_decay, accelerator, model)
     keeper = StateKeeper(states, accelerator, model, optimizer)
     resume_from = states.find(opts.resume)
     position = TrainingPosition()
@@ -126,8 +129,12 @@ def launch_training_task(
     bad = BadBatches(output, accelerator.process_index, dataset)
     samples = SampleRenderer.from_options(opts, output, log)  # log: shows sampling
     cache = FeatureCache() if opts.cache_features else None
+    validation = Validation.from_options(opts, total_steps)
     if position.step == 0:
-        samples.render(accelerator, model, 0)
+        with ema_weights(ema):
+            samples.render(accelerator, model, 0)
+        if validation is not None:
+            validation.evaluate(accelerator, model, 0, log, ema)
 
     loss_value, lr, grad_norm = None, schedule(position.step), None
     # keeper.saved_on: under --on-bad-sample error, save the steps done before the error ends the run
@@ -159,6 +166,8 @@ def launch_training_task(
                         lr = schedule.apply(optimizer, position.step)
                     optimizer.step()
                     optimizer.zero_grad()
+                    if ema is not None and accelerator.sync_gradients:
+                        ema.update()
                 step_losses.append(float(reduced))
                 if not accelerator.sync_gradients:
                     continue
@@ -168,22 +177,32 @@ def launch_training_task(
                     position.step, epoch, loss_value, lr, _number(grad_norm), plan.samples_per_step
                 )
                 if model_logger.step_due(position.step):  # the same answer on every process
-                    model_logger.on_step_end(accelerator, model, position.step, epoch)
+                    saved = model_logger.on_step_end(accelerator, model, position.step, epoch)
+                    if ema is not None:
+                        ema.save_beside(accelerator, model, model_logger, saved, "step", position.step, epoch)
                     keeper.save(position)
                 if samples.due(position.step):
-                    samples.render(accelerator, model, position.step)
+                    with ema_weights(ema):
+                        samples.render(accelerator, model, position.step)
+                if validation is not None and validation.due(position.step):
+                    validation.evaluate(accelerator, model, position.step, log, ema)
                 if stop.agreed(accelerator) or position.step >= total_steps:
                     break
             if position.batch == plan.batches_per_epoch:  # the epoch ran to its end
                 position = position.next_epoch()
-                model_logger.on_epoch_end(accelerator, model, epoch, position.step)
+                saved = model_logger.on_epoch_end(accelerator, model, epoch, position.step)
+                if ema is not None:
+                    ema.save_beside(accelerator, model, model_logger, saved, "epoch", position.step, epoch)
                 keeper.save(position)
             if stop.stopped or position.step >= total_steps:
                 break
+        if validation is not None and not stop.name:  # the end (once, if due at the last step)
+            validation.evaluate(accelerator, model, position.step, log, ema)
 
     with disk_full_is_an_error(output):
         state = keeper.save(position)
-        if stop.name:  # stopped by a signal: a step checkpoint, no final one
+        kind = "step" if stop.name else "final"  # stopped by a signal: a step checkpoint
+        if stop.name:
             checkpoint = model_logger.save(
                 accelerator, model, "step", position.step, position.epoch
             )
@@ -191,7 +210,11 @@ def launch_training_task(
             checkpoint = model_logger.on_training_end(
                 accelerator, model, position.step, position.epoch
             )
-            samples.render(accelerator, model, position.step)
+        if ema is not None:
+            ema.save_beside(accelerator, model, model_logger, checkpoint, kind, position.step, position.epoch)
+        if not stop.name:
+            with ema_weights(ema):
+                samples.render(accelerator, model, position.step)
     notes = _finish(accelerator, output, log, bad, cache) + samples.notes
     return TrainingResult(
         output,

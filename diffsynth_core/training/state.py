@@ -7,6 +7,7 @@
 * ``optimizer.pt`` -- the optimizer's state dict (tensors and numbers only: read back with
   ``torch.load(weights_only=True)``);
 * ``rng.pt`` -- python, numpy, torch and CUDA RNG states of every process;
+* ``ema.safetensors`` -- under ``--ema-decay``, the moving average (:mod:`.ema`);
 * ``trainer_state.json`` -- the position (epoch, batch within the epoch, optimizer step) and
   the data layout it refers to (dataset size, batch size, accumulation, processes, seed).
 
@@ -92,6 +93,7 @@ class TrainingStates:
         self.layout = layout
         self.keep = keep
         self.saved_step: int | None = None
+        self.ema: Any = None  # an EmaWeights (--ema-decay): saved and loaded with the weights
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -134,6 +136,8 @@ class TrainingStates:
         assert_finite(weights, f"the training state in {folder.parent}")
         save_file(weights, str(folder / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        if self.ema is not None:
+            self.ema.save(folder)
 
     def _publish(self, tmp: Path, final: Path) -> None:
         for file in tmp.rglob("*"):
@@ -185,6 +189,8 @@ class TrainingStates:
             optimizer.load_state_dict(
                 torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
             )
+            if self.ema is not None:
+                self.ema.load(folder)
         restore_rng(torch.load(folder / "rng.pt", weights_only=True)[accelerator.process_index])
         self.saved_step = position.step
         return position

@@ -194,8 +194,11 @@ def test_the_writer_gives_bare_folded_keys_for_a_plain_module(tmp_path: Any) -> 
         saved = {k: handle.get_tensor(k) for k in keys}
     assert keys == set(state) and not any(".default." in k for k in keys)
     assert meta["diffsynth.weights"] == "lora"
-    # the metadata names the targets as given to peft, not the last name part ("0")
-    assert json.loads(meta["diffsynth.target_modules"]) == ["to_out.0", "to_q"]
+    # the targets as given to peft, not the last name part ("0"); the modules by their names
+    assert json.loads(meta["diffsynth.lora_target_modules"]) == ["to_out.0", "to_q"]
+    assert json.loads(meta["diffsynth.target_modules"]) == [
+        f"transformer_blocks.{i}.{t}" for i in (0, 1) for t in ("to_out.0", "to_q")
+    ]
     x = torch.randn(3, 8)
     plain = Net()
     merge_lora(plain, normalize_lora_state_dict(saved, _names(plain)))

@@ -305,9 +305,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- LoRA import / export and scaling --------------------------------------------------------
     Mutant(
         "lora-export-fold-inverted",
-        CORE + "lora/inject.py",
-        'out = {k: v * scale if ".lora_B." in k else v for k, v in out.items()}',
-        'out = {k: v / scale if ".lora_B." in k else v for k, v in out.items()}',
+        CORE + "lora/variants.py",
+        "out[_key(module, folded)] = parts[folded] * scale",
+        "out[_key(module, folded)] = parts[folded] / scale",
         "checkpoint export folds rank/alpha into lora_B instead of alpha/rank",
         (QWEN + "tests/test_qwen_image_lora_strength.py", "-k", "every_format"),
     ),
@@ -338,7 +338,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "export-keeps-peft-default",
         CORE + "lora/files.py",
-        '    return _ADAPTER.sub(r".\\1.", key)\n',
+        '    return _PARAMETER.sub(r".\\1", _ADAPTER.sub(r".\\1.", key))\n',
         "    return key\n",
         "exported LoRA keys keep peft's .default. (diffusers and ComfyUI ignore them)",
         ("tests/core/test_lora_and_module.py", "-k", "bare_folded"),

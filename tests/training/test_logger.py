@@ -65,7 +65,10 @@ def test_lora_file_keys_values_and_metadata(
     assert meta["format"] == "pt" and meta["diffsynth.family"] == "toy"
     assert meta["diffsynth.step"] == "10" and meta["diffsynth.kind"] == "step"
     assert meta["diffsynth.lora_rank"] == "4" and meta["diffsynth.lora_alpha"] == "4"
-    assert json.loads(meta["diffsynth.target_modules"]) == ["to_k", "to_out", "to_q", "to_v"]
+    assert json.loads(meta["diffsynth.lora_target_modules"]) == ["to_k", "to_out", "to_q", "to_v"]
+    assert json.loads(meta["diffsynth.target_modules"]) == sorted(
+        f"transformer_blocks.{i}.{t}" for i in (0, 1) for t in ("to_k", "to_out", "to_q", "to_v")
+    )
     assert json.loads(meta["diffsynth.training_args"]) == {"lr": 0.1}
     assert json.loads(meta["diffsynth.base_models"]) == ["diffsynth/toy"]
 

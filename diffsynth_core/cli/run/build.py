@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, ResumeError
+from ...lora.formats import family_layout
 from ...training.settings import BY_NAME, SETTINGS
 from .config import TrainConfig, read_config_file, resolve, split_file_values
 from .family_options import family_values, split_family_args
@@ -104,6 +105,7 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
     from ...training.quantize import check_base_precision
 
     check_base_precision(config.base_precision, family, split_targets(config.trainable_models or ""))
+    check_lora_variant(config, family)
     run.options = family_values(options, run.raw_options, config.num_frames)
     return run
 
@@ -120,6 +122,35 @@ def refuse_peer_flags(args: list[str], family_flags: set[str]) -> None:
         message = flag_suggestion(token) if token.startswith("--") else None
         if message:
             raise ConfigError(message)
+
+
+def check_lora_variant(config: TrainConfig, family: Any = None) -> None:
+    """LoKr / LoHa have no DoRA or rsLoRA, and diffusers' loader cannot read them; ComfyUI's
+    DoRA (``dora_scale``) normalises the weight's columns where peft's normalises its rows,
+    so no ComfyUI file holds peft's DoRA."""
+    if config.use_dora and config.lora_format == "comfyui":
+        raise ConfigError(
+            "--use-dora: ComfyUI's DoRA normalises other axes than peft's, so it cannot load "
+            "this DoRA; use --lora-format diffusers (or peft)"
+        )
+    if config.lora_type == "lora":
+        return
+    if config.use_dora or config.use_rslora:
+        raise ConfigError(
+            f"--use-dora and --use-rslora are LoRA options: drop them or use --lora-type lora "
+            f"(not {config.lora_type})"
+        )
+    if config.lora_format == "diffusers":
+        raise ConfigError(
+            f"--lora-type {config.lora_type}: diffusers' load_lora_weights cannot read LoKr / "
+            "LoHa files; add --lora-format comfyui (ComfyUI's LyCORIS names) or peft"
+        )
+    renames = family is not None and family_layout(family).comfyui_keys is not None
+    if config.lora_format == "comfyui" and renames:
+        raise ConfigError(
+            f"--lora-type {config.lora_type}: {family.name}'s ComfyUI names are written for "
+            "LoRA pairs only (its layout renames or fuses them); use --lora-format peft"
+        )
 
 
 def _resumed(
@@ -194,6 +225,25 @@ def caption_transform(config: TrainConfig) -> Any:
     )  # fmt: skip
 
 
+def build_validation(config: TrainConfig, family: Any, dataset: Any) -> tuple[Any, Any]:
+    """(training dataset, validation dataset or None): ``--validation-split`` holds rows of
+    the dataset out, ``--validation-dataset`` is read like ``--dataset`` (not repeated)."""
+    from dataclasses import replace
+
+    from ...training.validation import split_dataset
+
+    if config.validation_split is not None and config.validation_dataset:
+        raise ConfigError("give --validation-dataset or --validation-split, not both")
+    if config.validation_split is not None:
+        return split_dataset(dataset, config.validation_split)
+    if config.validation_dataset:
+        other = replace(config, dataset=config.validation_dataset, metadata=None, repeat=1)
+        return dataset, build_dataset(other, family)
+    if config.validation_every is not None:
+        raise ConfigError("--validation-every needs --validation-dataset DIR or --validation-split F")
+    return dataset, None
+
+
 def make_accelerator(config: TrainConfig) -> Any:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -239,6 +289,8 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
         lora_dtype=torch.bfloat16 if c.lora_dtype == "bf16" else torch.float32,
+        preset_lora_path=c.merge_lora, lora_dropout=c.lora_dropout, use_dora=c.use_dora, use_rslora=c.use_rslora,
+        lora_type=c.lora_type,
     )  # fmt: skip
     for name in split_targets(c.trainable_models or ""):
         getattr(
@@ -330,10 +382,17 @@ def _swap_target(c: TrainConfig, accelerator: Any) -> str | None:
 
 
 def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
+    from ...lora.modelspec import ModelSpec
     from ...training.logger import ModelLogger
 
-    c = run.config
+    c, d = run.config, run.family.defaults
     metadata = {"training_args": args, "model_files": where}
+    spec = ModelSpec(
+        title=c.metadata_title or Path(c.output).resolve().name, author=c.metadata_author,
+        description=c.metadata_description,
+        resolution=(c.width or d.sample_width, c.height or d.sample_height),
+        trigger_phrase=c.trigger_word,
+    )  # fmt: skip
     return ModelLogger(
         c.output,
         run.family.defaults.remove_prefix_in_ckpt,
@@ -343,6 +402,7 @@ def build_logger(run: TrainRun, where: str, args: dict[str, Any]) -> Any:
         keep_last=c.keep_last,
         metadata=metadata,
         save_dtype=c.save_dtype,
+        modelspec=spec,
     )
 
 
@@ -434,7 +494,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     from .summary import startup_summary
 
     c, output = run.config, Path(run.config.output)
-    dataset = build_dataset(c, run.family)
+    dataset, validation = build_validation(c, run.family, build_dataset(c, run.family))
     plan = EpochBatches(dataset, c.batch_size, c.gradient_accumulation_steps, c.seed,
                         accelerator.num_processes, accelerator.process_index)  # fmt: skip
     total = c.max_steps or c.num_epochs * plan.steps_per_epoch
@@ -459,8 +519,9 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         atomic_write_json(output / "training_args.json", args)
 
     return launch_training_task(
-        accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
-    )
+        accelerator, dataset, module, logger, on_start=on_start, validation_data=validation,
+        **run_options(run),
+    )  # fmt: skip
 
 
 def open_training_cache(run: TrainRun, dataset: Any, accelerator: Any) -> Any:

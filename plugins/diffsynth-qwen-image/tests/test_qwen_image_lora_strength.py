@@ -68,8 +68,12 @@ def test_the_cli_file_is_the_writers(run: Path, trained: dict[str, Any]) -> None
 
     with safe_open(str(run / "final.safetensors"), "pt") as handle:
         meta = handle.metadata()
-    # the targets as trained (to_out.0, img_mod.1), not their last name parts (0, 1)
-    assert json.loads(meta["diffsynth.target_modules"]) == sorted(LORA_TARGETS.split(","))
+    # the targets as trained (to_out.0, img_mod.1), not their last name parts (0, 1), and
+    # the modules they adapted by their real names
+    assert json.loads(meta["diffsynth.lora_target_modules"]) == sorted(LORA_TARGETS.split(","))
+    assert json.loads(meta["diffsynth.target_modules"]) == sorted(
+        name for name, m in trained["pipe"].dit.named_modules() if hasattr(m, "lora_A")
+    )
     assert (meta["diffsynth.lora_rank"], meta["diffsynth.lora_alpha"]) == ("4", "8.0")
 
 
