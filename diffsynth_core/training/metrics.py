@@ -2,8 +2,8 @@
 
 Only the main process writes or draws. The CSV is always written (flushed every row, so a
 killed run keeps its log); on resume, rows past the resumed step are dropped so the log reads
-like one unbroken run. TensorBoard is used when installed; the plot needs matplotlib and is
-skipped with a note otherwise.
+like one unbroken run. The trackers (TensorBoard when installed, or ``--report-to``) are
+accelerate's (:mod:`.trackers`); the plot needs matplotlib and is skipped with a note otherwise.
 
 Sampling (and anything else run inside :meth:`MetricsLog.paused`) shows in the bar's label
 ("sampling") and is left out of the step rate, the ETA and ``samples_per_s``: they measure
@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write, atomic_write_text
+from .trackers import RunTrackers
 
 FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s")
 
 
 class MetricsLog:
-    """One row per optimizer step to CSV (and TensorBoard), plus the progress bar."""
+    """One row per optimizer step to CSV (and the trackers), plus the progress bar.
+
+    ``accelerator``: whose trackers get the rows (None: CSV only)."""
 
     def __init__(
         self,
@@ -34,6 +37,7 @@ class MetricsLog:
         total_steps: int,
         start_step: int,
         progress: bool = True,
+        accelerator: Any = None,
     ) -> None:
         self.enabled = enabled
         self.csv_path = Path(output_path) / "logs" / "metrics.csv"
@@ -41,11 +45,11 @@ class MetricsLog:
         self._last = time.perf_counter()
         self._handle: Any = None
         self._writer: Any = None
-        self._tensorboard: Any = None
+        self.trackers: RunTrackers | None = None
         self._bar: Any = None
         if enabled:
             self._open_csv(start_step)
-            self._tensorboard = self._open_tensorboard(Path(output_path) / "logs" / "tensorboard")
+            self.trackers = RunTrackers(accelerator, Path(output_path), start_step)
             self._bar = self._open_bar(total_steps, start_step, progress)
 
     def _open_csv(self, start_step: int) -> None:
@@ -58,16 +62,6 @@ class MetricsLog:
         atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
         self._handle = self.csv_path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
-
-    def _open_tensorboard(self, folder: Path) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.notes.append(
-                "TensorBoard is not installed: logs/metrics.csv only (pip install tensorboard)"
-            )
-            return None
-        return SummaryWriter(str(folder))
 
     @staticmethod
     def _open_bar(total: int, start: int, progress: bool) -> Any:
@@ -100,10 +94,9 @@ class MetricsLog:
         }
         self._writer.writerow(row)
         self._handle.flush()
-        if self._tensorboard is not None:
-            for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-                if row[key] != "":
-                    self._tensorboard.add_scalar(f"train/{key}", float(row[key]), step)
+        if self.trackers is not None:
+            scalars = ("loss", "lr", "grad_norm", "samples_per_s")
+            self.trackers.log({f"train/{k}": float(row[k]) for k in scalars if row[k] != ""}, step)
         self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
         self._bar.update(1)
 
@@ -139,11 +132,11 @@ class MetricsLog:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        if self.trackers is not None:
+            self.trackers.close()
         if self._bar is not None:
             self._bar.close()
-        self._handle = self._tensorboard = self._bar = None
+        self._handle = self.trackers = self._bar = None
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

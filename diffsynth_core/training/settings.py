@@ -221,6 +221,9 @@ SETTINGS: tuple[Setting, ...] = (
       help="start afresh in an --output that holds a previous run (replacing it)"),
     S("cache_features", bool, False, "memory", owner="runner",
       help="compute frozen-unit outputs (text embeddings, image latents) once per sample and reuse them"),
+    S("report_to", str, None, "run", comma_list=True,
+      help="comma list of accelerate trackers (tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
+      "dvclive, swanlab, trackio) or none [tensorboard when installed]"),
 )  # fmt: skip
 del S
 

@@ -182,6 +182,9 @@ ROWS: dict[str, Row] = {
     "toml-peer-key-max_train_epochs": train("--config", "{peer_kohya_toml}", expect="diffsynth train's key is num_epochs"),
     "convert-config-bad-yaml": Row(("convert-config", "{bad_yaml}"), "not a valid ai-toolkit file"),
     "convert-config-bad-toml": Row(("convert-config", "{invalid_toml}"), "not a valid musubi-tuner file"),
+    # --- trackers, samples, model files (issue 15 items 7, 5, 8)
+    "train-report-to-unknown": train(report_to="tensorbord", expect="not a tracker accelerate knows"),
+    "train-report-to-not-installed": train(report_to="trackio", expect="trackio is not installed (pip install trackio"),
 }
 
 

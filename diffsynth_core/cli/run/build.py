@@ -190,8 +190,15 @@ def caption_transform(config: TrainConfig) -> Any:
     )  # fmt: skip
 
 
-def make_accelerator(config: TrainConfig) -> Any:
+def make_accelerator(config: TrainConfig, notes: list[str] | None = None) -> Any:
+    """The run's Accelerator; ``notes`` gets the trackers' start-up notes."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from ...training.trackers import accelerator_kwargs
+
+    trackers, tracker_notes = accelerator_kwargs(config.report_to, Path(config.output))
+    if notes is not None:
+        notes += tracker_notes
 
     # find_unused_parameters as in the seed: a family may leave some trainable branch unused
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -200,6 +207,7 @@ def make_accelerator(config: TrainConfig) -> Any:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         kwargs_handlers=[ddp],
+        **trackers,  # log_with, project_dir: nothing is written before init_trackers
     )
 
 
@@ -289,7 +297,11 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
     c = run.config
     output = Path(c.output)
     check_writable(output)
-    accelerator = make_accelerator(c)
+    notes: list[str] = []
+    accelerator = make_accelerator(c, notes)
+    if accelerator.is_main_process:
+        for note in notes:  # e.g. TensorBoard missing: said once, at start-up
+            echo(f"note: {note}")
     with (
         OutputLock(output) if accelerator.is_main_process else nullcontext(),
         disk_full_is_an_error(output),  # also while writing training_args.json and the logs
