@@ -127,16 +127,18 @@ class MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        # trained to the end: the trackers stay open for the final samples (close() ends them)
+        self.close(trackers=exc[0] is not None)
 
-    def close(self) -> None:
+    def close(self, trackers: bool = True) -> None:
         if self._handle is not None:
             self._handle.close()
-        if self.trackers is not None:
+        if self.trackers is not None and trackers:
             self.trackers.close()
+            self.trackers = None
         if self._bar is not None:
             self._bar.close()
-        self._handle = self.trackers = self._bar = None
+        self._handle = self._bar = None
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

@@ -41,7 +41,7 @@ class RunOptions(_RunSettings):  # type: ignore[valid-type,misc]
     (default 1) of them are kept.
     """
 
-    sample_prompts: list[str] = field(default_factory=list)
+    sample_prompts: list[Any] = field(default_factory=list)  # str or SamplePrompt (sampling.py)
     sample_height: int = 512
     sample_width: int = 512
     sample_seed: int = 0

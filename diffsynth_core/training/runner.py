@@ -366,6 +366,7 @@ def _finish(
     accelerator: Any, output: Path, log: MetricsLog, bad: BadBatches, cache: FeatureCache | None
 ) -> list[str]:
     """The end-of-run notes: loss plot, bad samples, cache use (main process)."""
+    log.close()  # the trackers, after the final samples
     notes = list(log.notes)
     if accelerator.is_main_process:
         note = plot_loss(log.csv_path, output / "loss.png")

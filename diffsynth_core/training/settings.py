@@ -205,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("resume", str, None, "saving", on_resume="per_start", owner="runner",
       help="continue a run: 'latest' or a state folder (OUTPUT/state/step-N)"),
     S("sample_prompts", str, None, "sampling", path=True,
-      help="text file, one prompt per line, for sample images"),
+      help="prompts for sample images: text (one per line), or .toml / .jsonl with per-prompt size, seed, steps, cfg_scale, negative_prompt and family inputs"),
     S("sample_every", int, None, "sampling", low=1, owner="runner",
       help="make sample images every N steps (also before and after training)"),
     S("sample_steps", int, 20, "sampling", low=1, owner="runner",

@@ -316,6 +316,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     from ...training.atomic import atomic_write_json
     from ...training.batches import EpochBatches
     from ...training.runner import finished_run, launch_training_task, seed_run
+    from ...training.sampling import check_family_inputs
     from .lock import remove_previous_run
     from .summary import startup_summary
 
@@ -328,8 +329,10 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     if finished is not None:
         finished.main_process = accelerator.is_main_process
         return finished
+    options = run_options(run)  # reads the prompts file: its errors come before the model loads
     seed_run(accelerator, c.seed)  # the run's one seeding: LoRA initialisation, noise, timesteps
     module, where = build_module(run, accelerator)
+    check_family_inputs(options["sample_prompts"], module.pipe)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
@@ -341,9 +344,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
             echo(removed)
         atomic_write_json(output / "training_args.json", args)
 
-    return launch_training_task(
-        accelerator, dataset, module, logger, on_start=on_start, **run_options(run)
-    )
+    return launch_training_task(accelerator, dataset, module, logger, on_start=on_start, **options)
 
 
 def check_data(run: TrainRun, echo: Callable[[str], None] = print) -> int:
