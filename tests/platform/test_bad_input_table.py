@@ -184,6 +184,8 @@ ROWS: dict[str, Row] = {
     "convert-config-bad-toml": Row(("convert-config", "{invalid_toml}"), "not a valid musubi-tuner file"),
     # --- trackers, samples, model files (issue 15 items 7, 5, 8)
     "train-report-to-unknown": train(report_to="tensorbord", expect="not a tracker accelerate knows"),
+    "train-sample-prompts-toml-no-table": train(sample_prompts="{prompts_no_table_toml}", expect="expected [[prompts]] tables"),
+    "train-sample-prompts-missing-image": train(sample_prompts="{prompts_missing_image_toml}", expect="init_image: no such image"),
     "train-report-to-not-installed": train(report_to="trackio", expect="trackio is not installed (pip install trackio"),
 }
 
@@ -224,6 +226,8 @@ def _bad_config_files(root: Path) -> dict[str, Path]:
         "peer_ds_toml": b'dataset_base_path = "data"\n',
         "peer_musubi_toml": b"network_dim = 16\n",
         "peer_kohya_toml": b"max_train_epochs = 4\n",
+        "prompts_no_table_toml": b'prompt = "a cat"\n',
+        "prompts_missing_image_toml": b'[[prompts]]\nprompt = "a cat"\ninit_image = "nosuch.png"\n',
     }
     paths = {}
     for name, data in texts.items():
