@@ -224,6 +224,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("report_to", str, None, "run", comma_list=True,
       help="comma list of accelerate trackers (tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
       "dvclive, swanlab, trackio) or none [tensorboard when installed]"),
+    S("transformer", str, None, "model", path=True,
+      help="the denoiser from one checkpoint file (diffusers' single-file loading: original, diffusers or ComfyUI keys, fp8 too)"),
+    S("text_encoder", str, None, "model", path=True,
+      help="the text encoder from one checkpoint file, where diffusers can load its class from one"),
+    S("vae", str, None, "model", path=True,
+      help="the VAE from one checkpoint file (diffusers' single-file loading)"),
 )  # fmt: skip
 del S
 

@@ -186,6 +186,8 @@ ROWS: dict[str, Row] = {
     "train-report-to-unknown": train(report_to="tensorbord", expect="not a tracker accelerate knows"),
     "train-sample-prompts-toml-no-table": train(sample_prompts="{prompts_no_table_toml}", expect="expected [[prompts]] tables"),
     "train-sample-prompts-missing-image": train(sample_prompts="{prompts_missing_image_toml}", expect="init_image: no such image"),
+    "train-transformer-no-such-file": train(transformer="{out}/none.safetensors", expect="none.safetensors: no such file"),
+    "train-vae-is-a-folder": train(vae="{data}", expect="is a folder: give one checkpoint file"),
     "train-report-to-not-installed": train(report_to="trackio", expect="trackio is not installed (pip install trackio"),
 }
 

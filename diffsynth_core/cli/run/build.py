@@ -219,10 +219,12 @@ def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
     from ...pipeline import load_pipeline
     from ...plugins import get_plugin_manager
     from ...training.module import PipelineTrainingModule, switch_pipe_to_training_mode
-    from .presets import model_configs
+    from .presets import COMPONENT_FLAGS, model_configs
 
     c = run.config
-    configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
+    files = {flag: getattr(c, flag) for flag in COMPONENT_FLAGS}
+    configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle, files)
+    where += "".join(f"; {flag} {file}" for flag, file in files.items() if file)
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     pipe = load_pipeline(
         run.family,

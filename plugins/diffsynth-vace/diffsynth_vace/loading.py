@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core import ConfigError, ModelConfig
+from diffsynth_core import ConfigError, ModelConfig, load_single_file
 
 from .sampler import read_scheduler_config
 
@@ -91,17 +91,20 @@ def load_components(
         raise ConfigError(
             f"Wan VACE needs the components {', '.join(COMPONENTS)}; missing: {', '.join(missing)}"
         )
-    dit_folder = configs["dit"].folder()
+    dit = configs["dit"]
+    # a single file (--transformer FILE): its scheduler/ is beside the folder it replaces
+    dit_folder = (dit.like if dit.single_file and dit.like and dit.like.path else dit).folder()
     return {
-        "dit": WanVACETransformer3DModel.from_pretrained(
-            dit_folder, torch_dtype=torch_dtype
-        ).eval(),
-        "vae": AutoencoderKLWan.from_pretrained(
-            configs["vae"].folder(), torch_dtype=torch_dtype
-        ).eval(),
-        "text_encoder": UMT5EncoderModel.from_pretrained(
-            configs["text_encoder"].folder(), torch_dtype=torch_dtype
-        ).eval(),
+        "dit": _load(WanVACETransformer3DModel, configs["dit"], torch_dtype).eval(),
+        "vae": _load(AutoencoderKLWan, configs["vae"], torch_dtype).eval(),
+        "text_encoder": _load(UMT5EncoderModel, configs["text_encoder"], torch_dtype).eval(),
         "tokenizer": AutoTokenizer.from_pretrained(configs["tokenizer"].folder()),
         "scheduler_config": read_scheduler_config(scheduler_folder(configs, dit_folder)),
     }
+
+
+def _load(cls: Any, config: ModelConfig, torch_dtype: torch.dtype) -> Any:
+    """``from_pretrained`` on the component's folder, or diffusers' single-file loading."""
+    if config.single_file:
+        return load_single_file(cls, config, torch_dtype)
+    return cls.from_pretrained(config.folder(), torch_dtype=torch_dtype)
