@@ -163,3 +163,12 @@ def test_a_component_without_single_file_loading_says_so(tiny: Path) -> None:
     assert "give this component in the repository layout" in line
     line = _one_error(_train(tiny, "--vae", str(tiny)))
     assert "is a folder: give one checkpoint file" in line
+
+
+def test_musubi_tuners_single_file_keys_convert_to_ours(tmp_path: Path) -> None:
+    peer = tmp_path / "musubi.toml"
+    peer.write_text('dit = "/m/qwen_image_bf16.safetensors"\nvae = "/m/vae.safetensors"\n', encoding="utf-8")
+    done = CliRunner().invoke(build_cli(), ["convert-config", str(peer)])
+    assert done.exit_code == 0, done.output
+    assert 'transformer = "/m/qwen_image_bf16.safetensors"' in done.output.splitlines()
+    assert 'vae = "/m/vae.safetensors"' in done.output.splitlines()
