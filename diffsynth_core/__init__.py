@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "load_pipeline": "diffsynth_core.pipeline",
     "ModelConfig": "diffsynth_core.loading",
     "load_state_dict": "diffsynth_core.loading",
+    "load_single_file": "diffsynth_core.single_file",
     "FlowMatchConfig": "diffsynth_core.scheduler",
     "FlowMatchScheduler": "diffsynth_core.scheduler",
     "get_plugin_manager": "diffsynth_core.plugins",
@@ -115,6 +116,7 @@ __all__ = [  # sorted; every lazy name above and every eagerly imported one
     "hookimpl",
     "launch_training_task",
     "load_pipeline",
+    "load_single_file",
     "load_state_dict",
     "merge_lora",
     "read_image",
@@ -157,6 +159,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see for the lazy names
     from .pipeline import BasePipeline, PipelineUnit, load_pipeline
     from .plugins import get_plugin_manager
     from .scheduler import FlowMatchConfig, FlowMatchScheduler
+    from .single_file import load_single_file
     from .training.logger import ModelLogger
     from .training.losses import FlowMatchSFTLoss
     from .training.module import (

@@ -43,6 +43,11 @@ class ModelConfig:
     origin_file_pattern: str | None = None
     allow_pickle: bool = False
     source: str | None = None  # "huggingface" (default) or "modelscope"
+    # ``path`` is one checkpoint file of the component (--transformer FILE), read by
+    # single_file.load_single_file; ``like``: the repository-layout config it replaces, whose
+    # config.json describes the model in the file
+    single_file: bool = False
+    like: ModelConfig | None = None
 
     def resolve(self) -> list[Path]:
         """The files of this component on disk (weights and the config files beside them)."""

@@ -117,9 +117,10 @@ PEERS: dict[str, Peer] = {
     "huber_c": Peer("huber_delta", KOHYA),
     "max_data_loader_n_workers": Peer("num_workers", f"{MUSUBI}, {KOHYA}"),
     "persistent_data_loader_workers": Peer(None, f"{MUSUBI}, {KOHYA}", "workers are started per epoch"),
-    "dit": Peer(None, MUSUBI, "give --model-path DIR, the model's repository folder"),
-    "vae": Peer(None, MUSUBI, "the VAE is read from --model-path"),
-    "text_encoder": Peer(None, MUSUBI, "the text encoder is read from --model-path"),
+    # musubi-tuner's single checkpoint files (diffsynth train: --transformer / --vae FILE)
+    "dit": Peer("transformer", MUSUBI),
+    "vae": Peer("vae", MUSUBI),
+    "text_encoder": Peer("text_encoder", MUSUBI),
     "pretrained_model_name_or_path": Peer(None, KOHYA, "give --model-path DIR"),
     "dataset_config": Peer(None, f"{MUSUBI}, {KOHYA}", "`diffsynth convert-config FILE` converts it"),
     "output_name": Peer(None, f"{MUSUBI}, {KOHYA}", "files are named by kind and step (final.safetensors ...)"),

@@ -2,8 +2,8 @@
 
 Only the main process writes or draws. The CSV is always written (flushed every row, so a
 killed run keeps its log); on resume, rows past the resumed step are dropped so the log reads
-like one unbroken run. TensorBoard is used when installed; the plot needs matplotlib and is
-skipped with a note otherwise.
+like one unbroken run. The trackers (TensorBoard when installed, or ``--report-to``) are
+accelerate's (:mod:`.trackers`); the plot needs matplotlib and is skipped with a note otherwise.
 
 ``logs/validation.csv`` holds the validation losses (:mod:`.validation`); ``loss.png`` shows
 them beside the raw and the smoothed training loss.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write, atomic_write_text
+from .trackers import RunTrackers
 
 FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s")
 VALIDATION_FIELDS = ("step", "val_loss", "val_loss_ema")
@@ -30,7 +31,9 @@ SMOOTHING = 0.9  # of the plotted training loss (TensorBoard's debiased moving a
 
 
 class MetricsLog:
-    """One row per optimizer step to CSV (and TensorBoard), plus the progress bar."""
+    """One row per optimizer step to CSV (and the trackers), plus the progress bar.
+
+    ``accelerator``: whose trackers get the rows (None: CSV only)."""
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class MetricsLog:
         total_steps: int,
         start_step: int,
         progress: bool = True,
+        accelerator: Any = None,
     ) -> None:
         self.enabled = enabled
         self.csv_path = Path(output_path) / "logs" / "metrics.csv"
@@ -48,27 +52,17 @@ class MetricsLog:
         self._last = time.perf_counter()
         self._handle: Any = None
         self._writer: Any = None
-        self._tensorboard: Any = None
+        self.trackers: RunTrackers | None = None
         self._bar: Any = None
         if enabled:
             self._open_csv(start_step)
-            self._tensorboard = self._open_tensorboard(Path(output_path) / "logs" / "tensorboard")
+            self.trackers = RunTrackers(accelerator, Path(output_path), start_step)
             self._bar = self._open_bar(total_steps, start_step, progress)
 
     def _open_csv(self, start_step: int) -> None:
         _keep_rows(self.csv_path, FIELDS, start_step)
         self._handle = self.csv_path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
-
-    def _open_tensorboard(self, folder: Path) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.notes.append(
-                "TensorBoard is not installed: logs/metrics.csv only (pip install tensorboard)"
-            )
-            return None
-        return SummaryWriter(str(folder))
 
     @staticmethod
     def _open_bar(total: int, start: int, progress: bool) -> Any:
@@ -101,10 +95,9 @@ class MetricsLog:
         }
         self._writer.writerow(row)
         self._handle.flush()
-        if self._tensorboard is not None:
-            for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-                if row[key] != "":
-                    self._tensorboard.add_scalar(f"train/{key}", float(row[key]), step)
+        if self.trackers is not None:
+            scalars = ("loss", "lr", "grad_norm", "samples_per_s")
+            self.trackers.log({f"train/{k}": float(row[k]) for k in scalars if row[k] != ""}, step)
         self._bar.set_postfix(loss=row["loss"], lr=row["lr"], refresh=False)
         self._bar.update(1)
 
@@ -162,16 +155,18 @@ class MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        # trained to the end: the trackers stay open for the final samples (close() ends them)
+        self.close(trackers=exc[0] is not None)
 
-    def close(self) -> None:
+    def close(self, trackers: bool = True) -> None:
         if self._handle is not None:
             self._handle.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        if self.trackers is not None and trackers:
+            self.trackers.close()
+            self.trackers = None
         if self._bar is not None:
             self._bar.close()
-        self._handle = self._tensorboard = self._bar = None
+        self._handle = self._bar = None
 
 
 def _keep_rows(

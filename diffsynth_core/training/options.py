@@ -41,13 +41,11 @@ class RunOptions(_RunSettings):  # type: ignore[valid-type,misc]
     (default 1) of them are kept.
     """
 
-    sample_prompts: list[str | dict[str, Any]] = field(default_factory=list)  # see read_prompts
+    sample_prompts: list[Any] = field(default_factory=list)  # str or SamplePrompt (sampling.py)
     sample_height: int = 512
     sample_width: int = 512
     sample_seed: int = 0
     output_path: Path | None = None
-    # the validation dataset (--validation-dataset / --validation-split): see .validation
-    validation_data: Any = None
     progress: bool = True
     # the caller seeded every RNG (runner.seed_run) before building the model, as
     # ``diffsynth train`` does: the run seeds nothing again

@@ -124,7 +124,9 @@ def launch_training_task(
         if accelerator.is_main_process:
             opts.on_start()  # the run starts: from here on it writes into the output folder
         accelerator.wait_for_everyone()  # (--overwrite clears the folder before anyone writes)
-    log = MetricsLog(output, accelerator.is_main_process, total_steps, position.step, opts.progress)
+    log = MetricsLog(
+        output, accelerator.is_main_process, total_steps, position.step, opts.progress, accelerator
+    )
     log.write(_resume_note(opts.resume, resume_from, position, states.root))
     bad = BadBatches(output, accelerator.process_index, dataset)
     samples = SampleRenderer.from_options(opts, output, log)  # log: shows sampling
@@ -390,6 +392,7 @@ def _finish(
     accelerator: Any, output: Path, log: MetricsLog, bad: BadBatches, cache: FeatureCache | None
 ) -> list[str]:
     """The end-of-run notes: loss plot, bad samples, cache use (main process)."""
+    log.close()  # the trackers, after the final samples
     notes = list(log.notes)
     if accelerator.is_main_process:
         note = plot_loss(log.csv_path, output / "loss.png")

@@ -1,7 +1,9 @@
 """Sample images during training, made by the family's own pipeline.
 
 ``samples/step-000000-0.png`` (before training), every ``sample_every`` steps and after
-training; one file per prompt. Sampling runs on the main process only and must not change
+training; one file per prompt, also sent to the run's trackers that take images. A prompt
+is a string or a :class:`~.sample_prompts.SamplePrompt` (its own size, seed, steps, CFG scale,
+negative prompt and family inputs, from a TOML / JSON-lines prompts file). Sampling runs on the main process only and must not change
 training: RNG states, the scheduler (inference resets its timesteps) and train/eval modes are
 restored afterwards, so a run with samples ends with the same weights as one without.
 While it samples, the progress bar says so and its rate and ETA leave that time out
@@ -22,46 +24,33 @@ import torch
 
 from ..errors import ConfigError
 from .atomic import atomic_write
+from .sample_prompts import SamplePrompt, read_prompt_file
 
 if TYPE_CHECKING:
     from ..pipeline import BasePipeline
 
 
-SamplePrompt = str | dict[str, Any]  # a prompt, or {"prompt": ..., family inputs ...}
-
-
 def read_prompts(path: str | Path) -> list[SamplePrompt]:
-    """One prompt per line; blank lines and ``#`` comments are skipped.
+    """The prompts of a ``--sample-prompts`` file (text, TOML or JSON lines: sample_prompts.py)."""
+    return read_prompt_file(path)
 
-    A line that is a JSON object gives a prompt with its own family inputs (an edit family's
-    image): ``{"prompt": "make the square red", "edit_image": "before.png"}``; the
-    command converts the inputs by the family's generate options (``cli/run/build.py``).
-    """
-    import json
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--sample-prompts {path}: no such file (one prompt per line)")
-    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-    prompts: list[SamplePrompt] = []
-    for number, line in enumerate(lines, 1):
-        if not line or line.startswith("#"):
-            continue
-        if not line.startswith("{"):
-            prompts.append(line)
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
+def check_family_inputs(prompts: list[Any], pipe: Any) -> None:
+    """A family input the pipeline's ``__call__`` cannot take is an error before the run starts
+    (not at the first sample)."""
+    import inspect
+
+    parameters = inspect.signature(pipe.__call__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return  # the family passes further keywords on to its units
+    known = {p.name for p in parameters}
+    for number, entry in enumerate(prompts, start=1):
+        unknown = sorted(set(getattr(entry, "inputs", {})) - known)
+        if unknown:
             raise ConfigError(
-                f"--sample-prompts {path} line {number}: not JSON ({error})"
-            ) from error
-        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
-            raise ConfigError(
-                f'--sample-prompts {path} line {number}: a JSON line needs "prompt" (text)'
+                f"--sample-prompts: prompt {number} sets {', '.join(unknown)}, which "
+                f"{type(pipe).__name__} does not take; it takes {', '.join(sorted(known))}"
             )
-        prompts.append(entry)
-    return prompts
 
 
 @contextmanager
@@ -92,7 +81,7 @@ class SampleRenderer:
 
     def __init__(
         self,
-        prompts: list[SamplePrompt],
+        prompts: list[str | SamplePrompt],
         every: int | None,
         output_path: Path,
         height: int,
@@ -100,7 +89,7 @@ class SampleRenderer:
         seed: int = 0,
         num_inference_steps: int = 20,
     ) -> None:
-        self.prompts = list(prompts)
+        self.prompts = [p if isinstance(p, SamplePrompt) else SamplePrompt(p) for p in prompts]
         self.every = every
         self.folder = Path(output_path) / "samples"
         self.settings: dict[str, Any] = {  # keywords of BasePipeline.__call__
@@ -141,11 +130,19 @@ class SampleRenderer:
             )
             self.prompts = []
         if self.prompts and pipe is not None and accelerator.is_main_process:
+            images: dict[str, Any] = {}
             # --cache: the models the cache replaced are loaded for the samples only
             lazy = getattr(pipe, "sampling_models", None)
             loaded = lazy(pipe) if lazy is not None else nullcontext()
             with self._shown(step), loaded, untouched_training_state(pipe), accelerator.autocast():
-                paths = [self._one(pipe, step, i, prompt) for i, prompt in enumerate(self.prompts)]
+                for i, prompt in enumerate(self.prompts):
+                    path, result = self._one(pipe, step, i, prompt)
+                    paths.append(path)
+                    if not isinstance(result, list):  # a clip's frames: the .mp4 only
+                        images[f"samples/{i}"] = result
+            trackers = getattr(self.progress, "trackers", None)
+            if trackers is not None:
+                trackers.log_images(images, step)
         accelerator.wait_for_everyone()
         return paths
 
@@ -153,13 +150,18 @@ class SampleRenderer:
         label = f"sampling {len(self.prompts)} prompt(s) at step {step}"
         return self.progress.paused(label) if self.progress is not None else nullcontext()
 
-    def _one(self, pipe: BasePipeline, step: int, index: int, prompt: SamplePrompt) -> Path:
-        inputs = dict(prompt) if isinstance(prompt, dict) else {"prompt": prompt}
-        # progress=False: a second bar would break the training bar's line
-        result = pipe(seed=self.seed + index, progress=False, **{**self.settings, **inputs})
+    def _one(
+        self, pipe: BasePipeline, step: int, index: int, sample: SamplePrompt
+    ) -> tuple[Path, Any]:
+        """(the file written, what the pipeline returned) for one prompt."""
+        # the run's settings, then the prompt's own; progress=False: a second bar would break
+        # the training bar's line
+        call = {"seed": self.seed + index, **self.settings, **sample.settings, **sample.inputs}
+        result = pipe(prompt=sample.prompt, progress=False, **call)
         stem = self.folder / f"step-{step:06d}-{index}"
         if isinstance(result, list):  # a video family returns frames
             from ..data.video import save_video
 
-            return save_video(result, stem.with_suffix(".mp4"))
-        return atomic_write(stem.with_suffix(".png"), lambda tmp: result.save(tmp, format="PNG"))
+            return save_video(result, stem.with_suffix(".mp4")), result
+        png = atomic_write(stem.with_suffix(".png"), lambda tmp: result.save(tmp, format="PNG"))
+        return png, result

@@ -243,7 +243,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("resume", str, None, "saving", on_resume="per_start", owner="runner",
       help="continue a run: 'latest' or a state folder (OUTPUT/state/step-N)"),
     S("sample_prompts", str, None, "sampling", path=True,
-      help="text file, one prompt per line, for sample images"),
+      help="prompts for sample images: text (one per line), or .toml / .jsonl with per-prompt size, seed, steps, cfg_scale, negative_prompt and family inputs"),
     S("sample_every", int, None, "sampling", low=1, owner="runner",
       help="make sample images every N steps (also before and after training)"),
     S("sample_steps", int, 20, "sampling", low=1, owner="runner",
@@ -269,6 +269,15 @@ SETTINGS: tuple[Setting, ...] = (
       help="train from a cache built by `diffsynth cache` (the models it replaces are not loaded)"),
     S("explain_cache", bool, False, "run", on_resume="per_start",
       help="print which units a cache holds, which run every step and which models it spares, and exit"),
+    S("report_to", str, None, "run", comma_list=True,
+      help="comma list of accelerate trackers (tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
+      "dvclive, swanlab, trackio) or none [tensorboard when installed]"),
+    S("transformer", str, None, "model", path=True,
+      help="the denoiser from one checkpoint file (diffusers' single-file loading: original, diffusers or ComfyUI keys, fp8 too)"),
+    S("text_encoder", str, None, "model", path=True,
+      help="the text encoder from one checkpoint file, where diffusers can load its class from one"),
+    S("vae", str, None, "model", path=True,
+      help="the VAE from one checkpoint file (diffusers' single-file loading)"),
 )  # fmt: skip
 del S
 

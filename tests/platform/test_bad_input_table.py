@@ -231,6 +231,13 @@ ROWS: dict[str, Row] = {
         _command("train", {**TRAIN, "--model": "qwen-image", "--preset": "tiny", "--blocks-to-swap": "3"}, (), {"model_path": None}),
         "--blocks-to-swap 3: 'dit' of 'qwen-image' has 2 blocks", env={"DIFFSYNTH_CACHE": "{out}/cache"}, family="qwen-image",
     ),
+    # --- trackers, samples, model files (issue 15 items 7, 5, 8)
+    "train-report-to-unknown": train(report_to="tensorbord", expect="not a tracker accelerate knows"),
+    "train-sample-prompts-toml-no-table": train(sample_prompts="{prompts_no_table_toml}", expect="expected [[prompts]] tables"),
+    "train-sample-prompts-missing-image": train(sample_prompts="{prompts_missing_image_toml}", expect="init_image: no such image"),
+    "train-transformer-no-such-file": train(transformer="{out}/none.safetensors", expect="none.safetensors: no such file"),
+    "train-vae-is-a-folder": train(vae="{data}", expect="is a folder: give one checkpoint file"),
+    "train-report-to-not-installed": train(report_to="trackio", expect="trackio is not installed (pip install trackio"),
 }
 if importlib.util.find_spec("mslk") is None:  # int4's kernels (torchao needs them for int4)
     ROWS["train-base-precision-int4-without-its-kernel"] = Row(
@@ -276,6 +283,8 @@ def _bad_config_files(root: Path) -> dict[str, Path]:
         "peer_ds_toml": b'dataset_base_path = "data"\n',
         "peer_musubi_toml": b"network_dim = 16\n",
         "peer_kohya_toml": b"max_train_epochs = 4\n",
+        "prompts_no_table_toml": b'prompt = "a cat"\n',
+        "prompts_missing_image_toml": b'[[prompts]]\nprompt = "a cat"\ninit_image = "nosuch.png"\n',
     }
     paths = {}
     for name, data in texts.items():

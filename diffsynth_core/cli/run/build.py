@@ -244,8 +244,15 @@ def build_validation(config: TrainConfig, family: Any, dataset: Any) -> tuple[An
     return dataset, None
 
 
-def make_accelerator(config: TrainConfig) -> Any:
+def make_accelerator(config: TrainConfig, notes: list[str] | None = None) -> Any:
+    """The run's Accelerator; ``notes`` gets the trackers' start-up notes."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from ...training.trackers import accelerator_kwargs
+
+    trackers, tracker_notes = accelerator_kwargs(config.report_to, Path(config.output))
+    if notes is not None:
+        notes += tracker_notes
 
     # find_unused_parameters as in the seed: a family may leave some trainable branch unused
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -254,6 +261,7 @@ def make_accelerator(config: TrainConfig) -> Any:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         kwargs_handlers=[ddp],
+        **trackers,  # log_with, project_dir: nothing is written before init_trackers
     )
 
 
@@ -279,12 +287,14 @@ def build_module(
     from ...plugins import get_plugin_manager
     from ...training.module import PipelineTrainingModule, switch_pipe_to_training_mode
     from ...training.quantize import quiet_torchao_logs
-    from .presets import model_configs
+    from .presets import COMPONENT_FLAGS, model_configs
 
     quiet_torchao_logs()  # diffusers imports torchao when it is installed, quantized or not
     c = run.config
     check_base_precision_runs(c.base_precision, accelerator)  # before anything loads
-    configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle)
+    files = {flag: getattr(c, flag) for flag in COMPONENT_FLAGS}
+    configs, where = model_configs(run.family, c.model_path, c.preset, c.allow_pickle, files)
+    where += "".join(f"; {flag} {file}" for flag, file in files.items() if file)
     dtype = pipeline_dtype(accelerator)
     swap = _swap_target(c, accelerator)  # check before loading: it takes a while
     loaded = cache.without_dropped(configs) if cache is not None else configs
@@ -415,11 +425,11 @@ def run_options(run: TrainRun) -> dict[str, Any]:
     """The keyword options of launch_training_task: the settings the runner holds (``owner``
     "runner" in settings.py). Those of the accelerator, dataset and logger went into them
     when they were built."""
+    from ...training.sampling import read_prompts
+
     c, d = run.config, run.family.defaults
     options = {s.name: getattr(c, s.name) for s in SETTINGS if s.owner == "runner"}
-    options["sample_prompts"] = (
-        sample_prompts(c.sample_prompts, run.family) if c.sample_prompts else []
-    )
+    options["sample_prompts"] = read_prompts(c.sample_prompts) if c.sample_prompts else []
     options["sample_height"], options["sample_width"] = (
         c.height or d.sample_height,
         c.width or d.sample_width,
@@ -427,43 +437,6 @@ def run_options(run: TrainRun) -> dict[str, Any]:
     options["sample_seed"], options["output_path"] = c.seed, Path(c.output)
     options["seeded"] = True  # _train seeded the run before building the model
     return options
-
-
-def sample_prompts(path: str, family: Any) -> list[Any]:
-    """The prompts file's entries; a JSON line's family inputs converted by the family's
-    generate options (files relative to the prompts file), so a bad one stops the run now."""
-    from ...training.sampling import read_prompts
-    from .family_options import convert
-
-    options = {o.name: o for o in family.options_for("generate")}
-    entries: list[Any] = []
-    for entry in read_prompts(path):
-        if isinstance(entry, dict):
-            entry = {"prompt": entry["prompt"], **{
-                key: convert(_option(options, key, family, path), _beside(value, path, options[key].kind))
-                for key, value in entry.items() if key != "prompt"
-            }}  # fmt: skip
-        entries.append(entry)
-    return entries
-
-
-def _option(options: dict[str, Any], key: str, family: Any, path: str) -> Any:
-    if key not in options:
-        known = ", ".join(sorted(options)) or "none"
-        raise ConfigError(
-            f"--sample-prompts {path}: {key!r} is not a generate option of family "
-            f"{family.name!r} (its options: {known})"
-        )
-    return options[key]
-
-
-def _beside(value: Any, path: str, kind: str) -> Any:
-    """File values relative to the prompts file's folder (a list or a comma list of them)."""
-    if kind not in ("path", "image", "images", "video"):
-        return value
-    items = value if isinstance(value, list) else str(value).split(",")
-    files = [str(Path(path).parent / str(item).strip()) for item in items if str(item).strip()]
-    return files if kind == "images" else files[0]
 
 
 def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
@@ -480,7 +453,11 @@ def train(run: TrainRun, echo: Callable[[str], None] = print) -> Any:
     c = run.config
     output = Path(c.output)
     check_writable(output)
-    accelerator = make_accelerator(c)
+    notes: list[str] = []
+    accelerator = make_accelerator(c, notes)
+    if accelerator.is_main_process:
+        for note in notes:  # e.g. TensorBoard missing: said once, at start-up
+            echo(f"note: {note}")
     with (
         OutputLock(output) if accelerator.is_main_process else nullcontext(),
         disk_full_is_an_error(output),  # also while writing training_args.json and the logs
@@ -495,6 +472,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
     from ...training.atomic import atomic_write_json
     from ...training.batches import EpochBatches
     from ...training.runner import finished_run, launch_training_task, seed_run
+    from ...training.sampling import check_family_inputs
     from .lock import remove_previous_run
     from .summary import startup_summary
 
@@ -508,8 +486,10 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
         finished.main_process = accelerator.is_main_process
         return finished
     cache = open_training_cache(run, dataset, accelerator) if c.cache else None
+    options = run_options(run)  # reads the prompts file: its errors come before the model loads
     seed_run(accelerator, c.seed)  # the run's one seeding: LoRA initialisation, noise, timesteps
     module, where = build_module(run, accelerator, cache)
+    check_family_inputs(options["sample_prompts"], module.pipe)
     args = run.args_json(accelerator.num_processes)
     logger = build_logger(run, where, args)
     if accelerator.is_main_process:
@@ -525,7 +505,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
 
     return launch_training_task(
         accelerator, dataset, module, logger, on_start=on_start, validation_data=validation,
-        **run_options(run),
+        **options,
     )  # fmt: skip
 
 

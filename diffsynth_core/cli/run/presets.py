@@ -24,6 +24,8 @@ from typing import Any
 from ...errors import ConfigError
 
 PRESETS = ("tiny",)
+# --transformer / --text-encoder / --vae FILE: the component each replaces with one file
+COMPONENT_FLAGS = {"transformer": "dit", "text_encoder": "text_encoder", "vae": "vae"}
 TINY_SEED = 0  # the tiny weights are the same on every machine, whatever the run's --seed
 
 
@@ -80,9 +82,15 @@ def own_random_state(seed: int) -> Iterator[None]:
 
 
 def model_configs(
-    family: Any, model_path: str | None, preset: str | None, allow_pickle: bool = False
+    family: Any,
+    model_path: str | None,
+    preset: str | None,
+    allow_pickle: bool = False,
+    files: dict[str, str | None] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """(component -> ModelConfig, a description of where the files are)."""
+    """(component -> ModelConfig, a description of where the files are); ``files``: the
+    single-file checkpoints given by flag (``{"transformer": FILE}``), each in place of its
+    component's files."""
     from ...pipeline import resolve_model_configs
 
     if preset is not None and preset not in PRESETS:
@@ -92,9 +100,38 @@ def model_configs(
     if preset == "tiny":
         model_path = str(tiny_folder(family))
     configs = resolve_model_configs(family, model_path, allow_pickle)
+    for flag, file in (files or {}).items():
+        if file is not None:
+            component = _component(family, flag, file)
+            configs[component] = _single_file_config(flag, file, configs[component], allow_pickle)
     where = (
         f"{model_path} (preset {preset})"
         if preset
         else model_path or ", ".join(sorted({f.model_id for f in family.model_files.values()}))
     )
     return configs, where
+
+
+def _component(family: Any, flag: str, file: str) -> str:
+    component = COMPONENT_FLAGS[flag]
+    if component not in family.model_files:
+        option = "--" + flag.replace("_", "-")
+        raise ConfigError(
+            f"{option} {file}: model family {family.name!r} has no {component} component "
+            f"(its components: {', '.join(sorted(family.model_files))})"
+        )
+    return component
+
+
+def _single_file_config(flag: str, file: str, like: Any, allow_pickle: bool) -> Any:
+    from ...loading import ModelConfig
+
+    option, path = "--" + flag.replace("_", "-"), Path(file).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"{option} {file} is a folder: give one checkpoint file (.safetensors), or the "
+            "repository folder as --model-path"
+        )
+    if not path.is_file():
+        raise ConfigError(f"{option} {file}: no such file")
+    return ModelConfig(path=str(path), allow_pickle=allow_pickle, single_file=True, like=like)

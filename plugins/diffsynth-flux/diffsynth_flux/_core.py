@@ -32,6 +32,7 @@ _LAZY = {
     "set_gradient_checkpointing": "diffsynth_core",
     "merge_lora": "diffsynth_core",
     "read_lora_file": "diffsynth_core",
+    "load_single_file": "diffsynth_core",
 }
 
 __all__ = [

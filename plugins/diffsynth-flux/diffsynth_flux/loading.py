@@ -36,7 +36,19 @@ def _dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
 
 
 def load_component(component: str, config: ModelConfig, torch_dtype: Any) -> Any:
-    """One component, loaded by the library that defines it."""
+    """One component, loaded by the library that defines it (a single file: diffusers'
+    single-file loading, for the transformer and the VAE)."""
+    if config.single_file:
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+        from ._core import load_single_file
+
+        cls = {"dit": FluxTransformer2DModel, "vae": AutoencoderKL}.get(component)
+        if cls is None:
+            from transformers import CLIPTextModel
+
+            cls = CLIPTextModel  # load_single_file: a class without single-file loading
+        return load_single_file(cls, config, torch_dtype)
     folder = str(_folder(config, component))
     if component == "dit":
         from diffusers import FluxTransformer2DModel

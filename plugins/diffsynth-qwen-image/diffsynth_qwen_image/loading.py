@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from diffsynth_core import ConfigError, ModelConfig, ModelFileError
+from diffsynth_core import ConfigError, ModelConfig, ModelFileError, load_single_file
 
 FAMILY = "qwen-image"
 REPO = "Qwen/Qwen-Image"
@@ -77,7 +77,10 @@ def _folder(config: ModelConfig, component: str) -> Path:
 
 
 def load_component(component: str, config: ModelConfig, torch_dtype: Any) -> Any:
-    """One component, loaded by the library that defines it."""
+    """One component, loaded by the library that defines it (a single file: diffusers'
+    single-file loading, for the transformer and the VAE)."""
+    if config.single_file:
+        return load_single_file(_class_of(component), config, torch_dtype)
     folder = str(_folder(config, component))
     if component == "dit":
         from diffusers import QwenImageTransformer2DModel
@@ -102,6 +105,20 @@ def load_component(component: str, config: ModelConfig, torch_dtype: Any) -> Any
     )
 
 
+def _class_of(component: str) -> Any:
+    if component == "dit":
+        from diffusers import QwenImageTransformer2DModel
+
+        return QwenImageTransformer2DModel
+    if component == "vae":
+        from diffusers import AutoencoderKLQwenImage
+
+        return AutoencoderKLQwenImage
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration  # load_single_file: not single-file loadable
+
+
 def _dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
     """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56 (the old name now warns)."""
     import transformers
@@ -113,6 +130,8 @@ def _dtype_kwarg(torch_dtype: Any) -> dict[str, Any]:
 
 def scheduler_config(dit_config: ModelConfig | None) -> dict[str, Any] | None:
     """``scheduler/scheduler_config.json`` beside the transformer folder, if there is one."""
+    if dit_config is not None and dit_config.single_file:  # beside the folder it replaces
+        dit_config = dit_config.like if dit_config.like and dit_config.like.path else None
     if dit_config is None:
         return None
     path = dit_config.folder().parent / "scheduler" / "scheduler_config.json"

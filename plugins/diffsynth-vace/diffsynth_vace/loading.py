@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from diffsynth_core import ConfigError, ModelConfig
+from diffsynth_core import ConfigError, ModelConfig, load_single_file
 
 from .sampler import read_scheduler_config
 
@@ -85,20 +85,33 @@ def load_components(
 ) -> dict[str, Any]:
     """``dit``, ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler_config``, loaded
     (``None`` for a component the configs leave out)."""
+    configs = by_component(model_configs)
+    # a component left out stays None (training from a cache does not load the VAE or UMT5)
+    parts: dict[str, Any] = {
+        name: _load_part(name, configs[name], torch_dtype) if name in configs else None
+        for name in COMPONENTS
+    }
+    dit = configs.get("dit")
+    # a single file (--transformer FILE): its scheduler/ is beside the folder it replaces
+    source = dit.like if dit is not None and dit.single_file and dit.like and dit.like.path else dit
+    parts["scheduler_config"] = read_scheduler_config(
+        scheduler_folder(configs, source.folder() if source is not None else None)
+    )
+    return parts
+
+
+def _load_part(name: str, config: ModelConfig, torch_dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderKLWan, WanVACETransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    configs = by_component(model_configs)
-    loaders = {
-        "dit": lambda folder: WanVACETransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
-        "vae": lambda folder: AutoencoderKLWan.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
-        "text_encoder": lambda folder: UMT5EncoderModel.from_pretrained(folder, torch_dtype=torch_dtype).eval(),
-        "tokenizer": AutoTokenizer.from_pretrained,
-    }
-    # a component left out stays None (training from a cache does not load the VAE or UMT5)
-    parts: dict[str, Any] = {
-        name: loaders[name](configs[name].folder()) if name in configs else None for name in COMPONENTS
-    }
-    dit_folder = configs["dit"].folder() if "dit" in configs else None
-    parts["scheduler_config"] = read_scheduler_config(scheduler_folder(configs, dit_folder))
-    return parts
+    if name == "tokenizer":
+        return AutoTokenizer.from_pretrained(config.folder())
+    classes = {"dit": WanVACETransformer3DModel, "vae": AutoencoderKLWan, "text_encoder": UMT5EncoderModel}
+    return _load(classes[name], config, torch_dtype).eval()
+
+
+def _load(cls: Any, config: ModelConfig, torch_dtype: torch.dtype) -> Any:
+    """``from_pretrained`` on the component's folder, or diffusers' single-file loading."""
+    if config.single_file:
+        return load_single_file(cls, config, torch_dtype)
+    return cls.from_pretrained(config.folder(), torch_dtype=torch_dtype)
