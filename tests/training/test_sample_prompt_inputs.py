@@ -1,25 +1,16 @@
-"""Per-prompt family inputs in the --sample-prompts file (a JSON line: an edit family's image)."""
+"""Per-prompt family inputs in a plain-text --sample-prompts file (a JSON-object line: an edit
+family's images), read by the one prompts-file reader (training/sample_prompts.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from diffsynth_core.cli.run.build import sample_prompts
 from diffsynth_core.errors import ConfigError
-from diffsynth_core.registry import FamilyOption
-from diffsynth_core.training.sampling import SampleRenderer
-
-FAMILY = SimpleNamespace(
-    name="fam",
-    options_for=lambda command: [
-        FamilyOption("edit_image", "images", command="generate"),
-        FamilyOption("strength", "float"),
-    ],
-)
+from diffsynth_core.training.sample_prompts import SamplePrompt
+from diffsynth_core.training.sampling import SampleRenderer, check_family_inputs, read_prompts
 
 
 def test_a_json_line_carries_family_inputs_loaded_beside_the_file(tmp_path: Path) -> None:
@@ -31,29 +22,37 @@ def test_a_json_line_carries_family_inputs_loaded_beside_the_file(tmp_path: Path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(
         "# comment\nplain prompt\n"
-        '{"prompt": "make it blue", "edit_image": ["in/a.png", "in/b.png"], "strength": "0.5"}\n'
+        '{"prompt": "make it blue", "edit_image": ["in/a.png", "in/b.png"], "steps": 3}\n'
         '{"prompt": "again", "edit_image": "in/b.png"}\n'
     )
-    entries = sample_prompts(str(prompts), FAMILY)
-    assert entries[0] == "plain prompt"
-    assert entries[1]["prompt"] == "make it blue" and entries[1]["strength"] == 0.5
-    assert [im.size for im in entries[1]["edit_image"]] == [(24, 16), (16, 16)]
-    assert [im.size for im in entries[2]["edit_image"]] == [(16, 16)]
+    entries = read_prompts(prompts)
+    assert [e.prompt for e in entries] == ["plain prompt", "make it blue", "again"]
+    assert entries[0].inputs == {} and entries[1].settings == {"num_inference_steps": 3}
+    assert [im.size for im in entries[1].inputs["edit_image"]] == [(24, 16), (16, 16)]
+    assert entries[2].inputs["edit_image"].size == (16, 16)
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"prompt": "x", "edit_imag": "a.png"}', "'edit_imag' is not a generate option"),
-        ('{"prompt": "x", "edit_image": "missing.png"}', "does not exist"),
-        ('{"edit_image": "a.png"}', 'needs "prompt"'),
-        ('{"prompt": "x",}', "line 1: not JSON"),
+        ('{"prompt": "x", "edit_image": "missing.png"}', "no such image"),
+        ('{"edit_image": "a.png"}', 'needs a "prompt" string'),
+        ('{"prompt": "x",}', "line 1 is not JSON"),
     ],
 )
 def test_a_bad_json_line_is_one_config_error(tmp_path: Path, line: str, message: str) -> None:
     (tmp_path / "prompts.txt").write_text(line + "\n")
     with pytest.raises(ConfigError, match=message):
-        sample_prompts(str(tmp_path / "prompts.txt"), FAMILY)
+        read_prompts(tmp_path / "prompts.txt")
+
+
+def test_an_input_the_pipeline_does_not_take_is_refused_before_the_run() -> None:
+    class Pipe:
+        def __call__(self, prompt: str, edit_image: Any = None, seed: int = 0) -> None: ...
+
+    check_family_inputs([SamplePrompt("x", {}, {"edit_image": 1})], Pipe())
+    with pytest.raises(ConfigError, match="edit_imag.*does not take"):
+        check_family_inputs([SamplePrompt("x", {}, {"edit_imag": 1})], Pipe())
 
 
 def test_the_renderer_passes_the_inputs_to_the_pipeline(tmp_path: Path) -> None:
@@ -67,9 +66,8 @@ def test_the_renderer_passes_the_inputs_to_the_pipeline(tmp_path: Path) -> None:
         calls.append(kwargs)
         return Result()
 
-    renderer = SampleRenderer(
-        ["plain", {"prompt": "edit", "edit_image": "IMG"}], 1, tmp_path, 32, 32
-    )
+    prompts = [SamplePrompt("plain"), SamplePrompt("edit", {}, {"edit_image": "IMG"})]
+    renderer = SampleRenderer(prompts, 1, tmp_path, 32, 32)
     renderer.folder.mkdir(parents=True)
     for index, prompt in enumerate(renderer.prompts):
         renderer._one(pipe, 0, index, prompt)  # type: ignore[arg-type]
