@@ -130,6 +130,10 @@ class ModelFamily:
             trained model under ``defaults.export_prefix``, ComfyUI's names = diffusers').
         aliases: other ``--model`` names for this family (``flux`` for ``flux-dev``); an alias
             taken by another family is an error, like a taken name.
+        real_size: a :class:`~diffsynth_core.memory.spec.RealSize` (or
+            ``"package.module:attribute"`` naming one): the trained model at its real size,
+            built without weights for ``diffsynth train --estimate-memory``; ``None``: the
+            family cannot be estimated.
         blocks: pipeline model -> the attribute names of its repeated transformer-block lists
             (``nn.ModuleList``), in the order forward runs them: ``{"dit":
             ("transformer_blocks",)}``. One declaration for every mechanism that works block
@@ -151,6 +155,7 @@ class ModelFamily:
     units: str | Callable[..., Any] | None = None
     lora_layout: LoraLayout | str | None = None
     aliases: tuple[str, ...] = ()
+    real_size: Any = None
     blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     plugin: str = ""
     distribution: str = ""

@@ -55,6 +55,7 @@ def qwen_image_family() -> ModelFamily:
         build_tiny=build_tiny,
         loader="diffsynth_qwen_image.pipeline:load_qwen_image_pipeline",
         blocks={"dit": ("transformer_blocks",)},
+        real_size="diffsynth_qwen_image.real_size:REAL_SIZE",
         options=(
             FamilyOption(
                 "input_image", "image", help="start from this image (img2img)", command="generate"
