@@ -76,7 +76,9 @@ class Estimate:
 
     @property
     def peak(self) -> int:
-        return self.base_weights + self.encoders + self.trainable + self.activations + self.temporaries
+        return (
+            self.base_weights + self.encoders + self.trainable + self.activations + self.temporaries
+        )
 
     def categories(self) -> dict[str, int]:
         return {
@@ -149,7 +151,9 @@ class Estimator:
 
     def _check(self, s: MemorySettings) -> None:
         if s.base_precision not in PRECISIONS:
-            raise ConfigError(f"--base-precision must be one of {', '.join(PRECISIONS)}, not {s.base_precision!r}")
+            raise ConfigError(
+                f"--base-precision must be one of {', '.join(PRECISIONS)}, not {s.base_precision!r}"
+            )
         if not 0 <= s.blocks_to_swap < self.spec.num_blocks:
             raise ConfigError(
                 f"--blocks-to-swap {s.blocks_to_swap}: the model has {self.spec.num_blocks} blocks; "
@@ -157,9 +161,13 @@ class Estimator:
             )
         full = [m for m in s.trainable_models.split(",") if m.strip()]
         if any(m.strip() != self.spec.model for m in full):
-            raise ConfigError(f"the memory estimate models training of {self.spec.model!r} only, not --trainable-models {s.trainable_models}")
+            raise ConfigError(
+                f"the memory estimate models training of {self.spec.model!r} only, not --trainable-models {s.trainable_models}"
+            )
         if not full and s.lora_base_model not in (self.spec.model, *self.spec.views):
-            raise ConfigError(f"the memory estimate models LoRA on {self.spec.model!r} (or {', '.join(self.spec.views) or 'no part of it'}), not {s.lora_base_model!r}")
+            raise ConfigError(
+                f"the memory estimate models LoRA on {self.spec.model!r} (or {', '.join(self.spec.views) or 'no part of it'}), not {s.lora_base_model!r}"
+            )
 
     def _notes(self, s: MemorySettings) -> list[str]:
         notes = []
@@ -182,24 +190,30 @@ class Estimator:
 
         dtype = torch.float32 if s.weight_bytes == 4 else torch.bfloat16
         with fake_world():
-            model = self._build(s, units, dtype)
+            model = self.build_model(s, units, dtype)
             set_gradient_checkpointing(model, s.gradient_checkpointing)
             sizes = self._sizes(model)
             inputs = self.spec.inputs(model, s.shape, dtype)
-            peak = tracked_step(model, inputs, s.optimizer, None if dtype == torch.float32 else dtype)
+            peak = tracked_step(
+                model, inputs, s.optimizer, None if dtype == torch.float32 else dtype
+            )
         return _Run(peak, sizes)
 
-    def _build(self, s: MemorySettings, units: int, dtype: torch.dtype) -> torch.nn.Module:
+    def build_model(self, s: MemorySettings, units: int, dtype: torch.dtype) -> torch.nn.Module:
         from ..lora.inject import inject_lora
 
         with default_dtype(dtype):
             model = self.spec.build(units)
             model.requires_grad_(False)
             if s.trainable_models.strip():
-                model.float().requires_grad_(True)  # trained weights stay fp32 (as cli/run/build.py)
+                model.float().requires_grad_(
+                    True
+                )  # trained weights stay fp32 (as cli/run/build.py)
             else:
                 view = self.spec.views.get(s.lora_base_model or "")
-                inject_lora(model.get_submodule(view) if view else model, s.lora_target_modules, s.lora_rank)
+                inject_lora(
+                    model.get_submodule(view) if view else model, s.lora_target_modules, s.lora_rank
+                )
         return model
 
     def _sizes(self, model: torch.nn.Module) -> dict[str, int]:
@@ -211,7 +225,9 @@ class Estimator:
         return {
             "trainable": sum(p.nbytes for p in model.parameters() if p.requires_grad),
             "base_params": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n),
-            "block_weights": sum(p.nbytes for b in blocks for p in b.parameters() if not p.requires_grad),
+            "block_weights": sum(
+                p.nbytes for b in blocks for p in b.parameters() if not p.requires_grad
+            ),
             "quantized": sum(m.weight.numel() for m in linears if not m.weight.requires_grad),
             "quantized_rows": sum(m.out_features for m in linears if not m.weight.requires_grad),
             "largest_linear": max((m.weight.numel() for m in linears), default=0),

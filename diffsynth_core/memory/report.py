@@ -50,8 +50,10 @@ def memory_settings(config: Any, family: Any) -> Any:
 
     return MemorySettings(
         shape=batch_shape(config, family),
-        base_precision=getattr(config, "base_precision", None) or "bf16",  # (setting added by the base-precision branch)
-        blocks_to_swap=getattr(config, "blocks_to_swap", None) or 0,  # (setting added by the block-swap branch)
+        base_precision=getattr(config, "base_precision", None)
+        or "bf16",  # (setting added by the base-precision branch)
+        blocks_to_swap=getattr(config, "blocks_to_swap", None)
+        or 0,  # (setting added by the block-swap branch)
         cache=bool(getattr(config, "cache", None)),  # (setting added by the split-training branch)
         gradient_checkpointing=bool(config.gradient_checkpointing),
         gradient_checkpointing_offload=bool(config.gradient_checkpointing_offload),
@@ -69,7 +71,9 @@ def settings_line(s: Any, family: str) -> str:
     flags = [f"--base-precision {s.base_precision}", f"--blocks-to-swap {s.blocks_to_swap}"]
     if s.cache:
         flags.append(f"--cache cache/{family}")
-    flags.append("--gradient-checkpointing" if s.gradient_checkpointing else "--no-gradient-checkpointing")
+    flags.append(
+        "--gradient-checkpointing" if s.gradient_checkpointing else "--no-gradient-checkpointing"
+    )
     if s.gradient_checkpointing_offload:
         flags.append("--gradient-checkpointing-offload")
     return " ".join(flags)
@@ -78,7 +82,9 @@ def settings_line(s: Any, family: str) -> str:
 def format_estimate(estimate: Any, spec: RealSize, family: str) -> list[str]:
     """The report's lines for one estimate: settings, categories, peak."""
     s, d = estimate.settings, estimate.details
-    trained = "full training" if s.trainable_models else f"LoRA rank {s.lora_rank} on {s.lora_base_model}"
+    trained = (
+        "full training" if s.trainable_models else f"LoRA rank {s.lora_rank} on {s.lora_base_model}"
+    )
     math_extra = d.get("math_attention_extra", 0)
     lines = [
         f"memory estimate: {family}, {spec.name or spec.model}, {trained}, {s.shape.describe()}",
@@ -121,10 +127,14 @@ def estimate_memory(config: Any, family: Any, echo: Callable[[str], None] = prin
         return 0
     fit = cheapest_fit(estimator, settings, budget)
     if fit is None:
-        echo(f"does not fit in {gib(budget)} with any base precision, cache, checkpointing or block swap: lower the resolution, batch or rank")
+        echo(
+            f"does not fit in {gib(budget)} with any base precision, cache, checkpointing or block swap: lower the resolution, batch or rank"
+        )
         return 1
     echo(f"the cheapest settings that fit {gib(budget)} (predicted {gib(fit.estimate.peak)}):")
     echo(f"  {settings_line(fit.estimate.settings, family.name)}")
     if fit.estimate.settings.cache and not settings.cache:
-        echo(f"  (--cache: the folder `diffsynth cache` writes for this dataset: run it first into cache/{family.name})")
+        echo(
+            f"  (--cache: the folder `diffsynth cache` writes for this dataset: run it first into cache/{family.name})"
+        )
     return 0

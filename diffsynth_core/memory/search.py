@@ -18,7 +18,9 @@ from .estimate import Estimate, Estimator, MemorySettings
 
 # cost of each setting, in the order above (a sum decides; swap adds per block)
 COST = {"cache": 1.0, "gradient_checkpointing": 2.0, "fp8": 3.0, "int8": 3.5, "offload": 4.0}
-SWAP_COST, SWAP_COST_PER_BLOCK = 5.0, 0.1
+# swap: a fixed 5 plus up to 10 more as the swapped share of the blocks grows (copies over
+# PCIe bound the step), so an 8-bit base is tried before swapping many blocks
+SWAP_COST, SWAP_COST_ALL_BLOCKS = 5.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Fit:
     cost: float
 
 
-def cost(s: MemorySettings, base: MemorySettings) -> float:
+def cost(s: MemorySettings, base: MemorySettings, blocks: int) -> float:
     """What ``s`` costs the run beyond the user's own settings ``base`` (0: nothing)."""
     total = 0.0
     if s.cache and not base.cache:
@@ -41,7 +43,7 @@ def cost(s: MemorySettings, base: MemorySettings) -> float:
     if s.gradient_checkpointing_offload and not base.gradient_checkpointing_offload:
         total += COST["offload"]
     if s.blocks_to_swap > base.blocks_to_swap:
-        total += SWAP_COST + SWAP_COST_PER_BLOCK * s.blocks_to_swap
+        total += SWAP_COST + SWAP_COST_ALL_BLOCKS * s.blocks_to_swap / blocks
     return total
 
 
@@ -65,7 +67,9 @@ def cheapest_fit(estimator: Estimator, base: MemorySettings, budget: int) -> Fit
     blocks = estimator.spec.num_blocks
     for s in candidates(base, blocks):
         fit = _fewest_swapped(estimator, s, base, budget, blocks)
-        if fit is not None and (best is None or (fit.cost, fit.estimate.peak) < (best.cost, best.estimate.peak)):
+        if fit is not None and (
+            best is None or (fit.cost, fit.estimate.peak) < (best.cost, best.estimate.peak)
+        ):
             best = fit
     return best
 
@@ -77,7 +81,7 @@ def _fewest_swapped(
     so a bisection finds it), or None."""
     estimate = estimator.estimate(s)
     if estimate.peak <= budget:
-        return Fit(estimate, cost(s, base))
+        return Fit(estimate, cost(s, base, blocks))
     most = s.but(blocks_to_swap=blocks - 1)
     if estimator.estimate(most).peak > budget:
         return None
@@ -89,4 +93,4 @@ def _fewest_swapped(
         else:
             low = middle
     chosen = s.but(blocks_to_swap=high)
-    return Fit(estimator.estimate(chosen), cost(chosen, base))
+    return Fit(estimator.estimate(chosen), cost(chosen, base, blocks))

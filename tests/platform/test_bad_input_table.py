@@ -165,6 +165,13 @@ ROWS: dict[str, Row] = {
     "train-metadata-is-garbage": train(metadata="{truncated}", expect="truncated.safetensors"),
     "train-max-pixels-0": train(max_pixels="0", height=None, width=None, expect="--max-pixels"),
     "train-resume-missing-folder": train(resume="{out}/state/step-7", expect="step-7"),
+    # --- the memory estimate (issue 13 item 4)
+    "train-gpu-memory-no-unit": train("--estimate-memory", gpu_memory="24", expect="--gpu-memory '24': give a size with a unit"),
+    "train-gpu-memory-garbage": train("--estimate-memory", gpu_memory="lots", expect="give a size with a unit"),
+    "train-gpu-memory-unknown-unit": train("--estimate-memory", gpu_memory="24GiBs", expect="give a size with a unit"),
+    "train-gpu-memory-too-small": train("--estimate-memory", gpu_memory="0GiB", expect="at least 1MiB"),
+    "train-gpu-memory-without-estimate": train(gpu_memory="24GiB", expect="budget of --estimate-memory"),
+    "train-estimate-memory-no-real-size": train("--estimate-memory", expect="declares no real-size model"),
 }
 
 

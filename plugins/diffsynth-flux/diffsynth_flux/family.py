@@ -135,6 +135,7 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
         options=_options(variant),
         loader="diffsynth_flux.loading:load_family_pipeline",
         blocks={"dit": ("transformer_blocks", "single_transformer_blocks")},
+        real_size=f"diffsynth_flux.real_size:REAL_SIZE_{'DEV' if variant is DEV else 'SCHNELL'}",
         lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
         aliases=("flux",) if variant is DEV else (),  # "FLUX" means dev to most users
     )
