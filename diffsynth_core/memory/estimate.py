@@ -180,7 +180,7 @@ class Estimator:
     def _run(self, s: MemorySettings, units: int) -> _Run:
         """The traced step of the settings that change it (cached)."""
         key = (units, s.shape, s.gradient_checkpointing, s.lora_base_model, s.lora_target_modules,
-               s.lora_rank, s.trainable_models, s.weight_bytes, s.optimizer)  # fmt: skip
+               s.lora_rank, s.trainable_models, s.weight_bytes, s.optimizer == "SGD")  # fmt: skip
         if key not in self._runs:
             self._runs[key] = self._trace(s, units)
         return self._runs[key]

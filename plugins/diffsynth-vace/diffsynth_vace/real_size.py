@@ -95,5 +95,5 @@ REAL_SIZE_14B = real_size(
     40, 13824, 40, 5, 17.34e9, "WanVACETransformer3DModel 14B (40 + 8 VACE blocks, 17.3B)"
 )
 REAL_SIZE_1_3B = real_size(
-    12, 8960, 30, 2, 2.15e9, "WanVACETransformer3DModel 1.3B (30 + 15 VACE blocks, 2.2B)"
+    12, 8960, 30, 2, 2.154e9, "WanVACETransformer3DModel 1.3B (30 + 15 VACE blocks, 2.2B)"
 )
