@@ -18,9 +18,9 @@ from .estimate import Estimate, Estimator, MemorySettings
 
 # cost of each setting, in the order above (a sum decides; swap adds per block)
 COST = {"cache": 1.0, "gradient_checkpointing": 2.0, "fp8": 3.0, "int8": 3.5, "offload": 4.0}
-# swap: a fixed 5 plus up to 10 more as the swapped share of the blocks grows (copies over
+# swap: a fixed 5 plus up to 20 more as the swapped share of the blocks grows (copies over
 # PCIe bound the step), so an 8-bit base is tried before swapping many blocks
-SWAP_COST, SWAP_COST_ALL_BLOCKS = 5.0, 10.0
+SWAP_COST, SWAP_COST_ALL_BLOCKS = 5.0, 20.0
 
 
 @dataclass(frozen=True)
