@@ -116,6 +116,10 @@ def estimate_memory(config: Any, family: Any, echo: Callable[[str], None] = prin
     estimate = estimator.estimate(settings)
     for line in format_estimate(estimate, spec, family.name):
         echo(line)
+    if config.preset or config.model_path:
+        echo(
+            "  note: the estimate is of the released model's size; --preset/--model-path are not read"
+        )
     echo(
         f"  how: 1 and 2 of {spec.units} repeating units of blocks built at real width in a "
         "FakeTensorMode (no weights), one step each under torch's MemTracker, scaled per unit"
