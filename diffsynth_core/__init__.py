@@ -76,6 +76,9 @@ _LAZY: dict[str, str] = {
     "save_video": "diffsynth_core.data.video",
     # command line
     "format_table": "diffsynth_core.cli.common",
+    # the memory estimate
+    "RealSize": "diffsynth_core.memory.spec",
+    "Shape": "diffsynth_core.memory.spec",
 }
 
 __all__ = [  # sorted; every lazy name above and every eagerly imported one
@@ -100,7 +103,9 @@ __all__ = [  # sorted; every lazy name above and every eagerly imported one
     "ModelLogger",
     "PipelineUnit",
     "PluginError",
+    "RealSize",
     "Row",
+    "Shape",
     "TrainingDefaults",
     "TrainingError",
     "UnifiedDataset",
@@ -156,6 +161,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see for the lazy names
     from .lora.builtin_formats import export_comfyui
     from .lora.formats import LoraFormat, LoraLayout, family_layout
     from .lora.inject import merge_lora, read_lora_file
+    from .memory.spec import RealSize, Shape
     from .pipeline import BasePipeline, PipelineUnit, load_pipeline
     from .plugins import get_plugin_manager
     from .scheduler import FlowMatchConfig, FlowMatchScheduler

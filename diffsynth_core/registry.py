@@ -140,6 +140,10 @@ class ModelFamily:
             Empty: the family supports no ``--base-precision`` (one error line says so).
         aliases: other ``--model`` names for this family (``flux`` for ``flux-dev``); an alias
             taken by another family is an error, like a taken name.
+        real_size: a :class:`~diffsynth_core.memory.spec.RealSize` (or
+            ``"package.module:attribute"`` naming one): the trained model at its real size,
+            built without weights for ``diffsynth train --estimate-memory``; ``None``: the
+            family cannot be estimated.
         blocks: pipeline model -> the attribute names of its repeated transformer-block lists
             (``nn.ModuleList``), in the order forward runs them: ``{"dit":
             ("transformer_blocks",)}``. One declaration for every mechanism that works block
@@ -162,6 +166,7 @@ class ModelFamily:
     lora_layout: LoraLayout | str | None = None
     high_precision_modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    real_size: Any = None
     blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     plugin: str = ""
     distribution: str = ""

@@ -51,6 +51,10 @@ def train(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
 
     given = {name: value for name, value in flags.items() if value is not None}
     run = build.prepare(given, config_file, list(ctx.args))
+    if run.config.estimate_memory:  # before anything is loaded or written
+        from ..memory.report import estimate_memory
+
+        ctx.exit(estimate_memory(run.config, run.family, click.echo))
     if run.config.check_data:
         ctx.exit(build.check_data(run, click.echo))
     if run.config.explain_cache:

@@ -238,6 +238,13 @@ ROWS: dict[str, Row] = {
     "train-transformer-no-such-file": train(transformer="{out}/none.safetensors", expect="none.safetensors: no such file"),
     "train-vae-is-a-folder": train(vae="{data}", expect="is a folder: give one checkpoint file"),
     "train-report-to-not-installed": train(report_to="trackio", expect="trackio is not installed (pip install trackio"),
+    # --- the memory estimate (issue 13 item 4)
+    "train-gpu-memory-no-unit": train("--estimate-memory", gpu_memory="24", expect="--gpu-memory '24': give a size with a unit"),
+    "train-gpu-memory-garbage": train("--estimate-memory", gpu_memory="lots", expect="give a size with a unit"),
+    "train-gpu-memory-unknown-unit": train("--estimate-memory", gpu_memory="24GiBs", expect="give a size with a unit"),
+    "train-gpu-memory-too-small": train("--estimate-memory", gpu_memory="0GiB", expect="at least 1MiB"),
+    "train-gpu-memory-without-estimate": train(gpu_memory="24GiB", expect="budget of --estimate-memory"),
+    "train-estimate-memory-no-real-size": train("--estimate-memory", expect="declares no real-size model"),
 }
 if importlib.util.find_spec("mslk") is None:  # int4's kernels (torchao needs them for int4)
     ROWS["train-base-precision-int4-without-its-kernel"] = Row(

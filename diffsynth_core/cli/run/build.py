@@ -93,7 +93,9 @@ def prepare(cli: dict[str, Any], config_file: str | None, extra_args: list[str])
     else:
         run = TrainRun(resolve(cli, file_config, family), family, {}, raw)
     config = run.config
-    if not config.dataset:
+    if config.gpu_memory and not config.estimate_memory:
+        raise ConfigError("--gpu-memory is the budget of --estimate-memory: give both")
+    if not config.dataset and not config.estimate_memory:  # the estimate reads no data
         raise ConfigError(
             "--dataset DIR is required (a folder of images with metadata.csv, or images with .txt captions)"
         )

@@ -18,6 +18,8 @@ from diffsynth_core import (
     LoraLayout,
     ModelFamily,
     ModelFileError,
+    RealSize,
+    Shape,
     TrainingDefaults,
     hookimpl,
 )
@@ -42,6 +44,8 @@ __all__ = [
     "LoraLayout",
     "ModelFamily",
     "ModelFileError",
+    "RealSize",
+    "Shape",
     "TrainingDefaults",
     "hookimpl",
     *_LAZY,

@@ -141,6 +141,7 @@ def flux_family(variant: FluxVariant) -> ModelFamily:
             "dit": ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out"),
             "text_encoder_2": (),
         },
+        real_size=f"diffsynth_flux.real_size:REAL_SIZE_{'DEV' if variant is DEV else 'SCHNELL'}",
         lora_layout="diffsynth_flux.comfyui:FLUX_LAYOUT",
         aliases=("flux",) if variant is DEV else (),  # "FLUX" means dev to most users
     )

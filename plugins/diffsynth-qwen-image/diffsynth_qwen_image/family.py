@@ -65,6 +65,7 @@ def qwen_image_family() -> ModelFamily:
         loader="diffsynth_qwen_image.pipeline:load_qwen_image_pipeline",
         blocks={"dit": ("transformer_blocks",)},
         high_precision_modules=HIGH_PRECISION,
+        real_size="diffsynth_qwen_image.real_size:REAL_SIZE",
         options=(
             FamilyOption(
                 "input_image", "image", help="start from this image (img2img)", command="generate"
