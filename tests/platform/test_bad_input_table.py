@@ -165,6 +165,8 @@ ROWS: dict[str, Row] = {
     "train-metadata-is-garbage": train(metadata="{truncated}", expect="truncated.safetensors"),
     "train-max-pixels-0": train(max_pixels="0", height=None, width=None, expect="--max-pixels"),
     "train-resume-missing-folder": train(resume="{out}/state/step-7", expect="step-7"),
+    # --- --distributed (issue 16): DeepSpeed is not installed in the test environments
+    "train-distributed-deepspeed-missing": train(distributed="deepspeed-zero2", expect="needs DeepSpeed, which is not installed"),
 }
 
 

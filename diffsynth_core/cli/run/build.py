@@ -160,16 +160,13 @@ def build_dataset(config: TrainConfig, family: Any) -> Any:
 
 
 def make_accelerator(config: TrainConfig) -> Any:
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    """The Accelerator of ``--distributed`` (none given: accelerate's launch config decides)."""
+    from ...training.distributed import make_accelerator as for_mode
 
-    # find_unused_parameters as in the seed: a family may leave some trainable branch unused
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    # mixed_precision None: `accelerate launch` / `accelerate config` decide
-    return Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        kwargs_handlers=[ddp],
-    )
+    return for_mode(
+        config.distributed, config.mixed_precision, config.gradient_accumulation_steps,
+        config.batch_size, config.max_grad_norm,
+    )  # fmt: skip
 
 
 def build_module(run: TrainRun, accelerator: Any) -> tuple[Any, str]:
