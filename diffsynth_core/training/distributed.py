@@ -76,14 +76,24 @@ def make_accelerator(
     }
     if mode == "fsdp":
         plugin = fsdp_plugin(mixed_precision)
-        accelerator = Accelerator(fsdp_plugin=plugin, **common)
+        before = os.environ.get("ACCELERATE_USE_FSDP")
+        accelerator = Accelerator(fsdp_plugin=plugin, **common)  # sets ACCELERATE_USE_FSDP=true
         _fsdp_on_cpu(accelerator, plugin)
+        if not kind(accelerator):  # one process, unsharded: a later run here is not FSDP
+            _restore_env("ACCELERATE_USE_FSDP", before)
         return accelerator
     if mode is not None and mode.startswith("deepspeed"):
         stage = int(mode[-1])
         config = deepspeed_config(stage, gradient_accumulation_steps, batch_size, max_grad_norm)
         return Accelerator(deepspeed_plugin=deepspeed_plugin(config), **common)
     return Accelerator(**common)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def fsdp_plugin(mixed_precision: str | None = None) -> Any:
