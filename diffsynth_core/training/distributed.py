@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -156,7 +156,7 @@ def _fsdp_on_cpu(accelerator: Any, plugin: Any) -> None:
 
 def kind(accelerator: Any) -> str:
     """"fsdp", "deepspeed" or "" (not sharded) for this accelerator."""
-    name = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    name = str(getattr(accelerator, "distributed_type", "NO")).rsplit(".", 1)[-1]  # fakes have none
     return {"FSDP": "fsdp", "DEEPSPEED": "deepspeed"}.get(name, "")
 
 
@@ -198,8 +198,8 @@ def _wrap_blocks(plugin: Any, model: torch.nn.Module) -> None:
         )
     from ..blocks import block_lists, repeated_blocks
 
-    models = {name: getattr(pipe, name, None) for name in getattr(pipe, "model_names", ())}
-    models = {n: m for n, m in models.items() if isinstance(m, torch.nn.Module)}
+    found = {name: getattr(pipe, name, None) for name in getattr(pipe, "model_names", ())}
+    models = {n: m for n, m in found.items() if isinstance(m, torch.nn.Module)}
     trained = [n for n, m in models.items() if any(p.requires_grad for p in m.parameters())]
     names: set[str] = set()
     for name in trained:
@@ -221,5 +221,5 @@ def gathered_state_dict(accelerator: Any, model: torch.nn.Module) -> dict[str, t
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-        return get_model_state_dict(model, options=options)
+        return cast(dict[str, torch.Tensor], get_model_state_dict(model, options=options))
     return dict(accelerator.get_state_dict(model))
