@@ -4,6 +4,7 @@ the one-line errors (fast, one process; the two-process runs are in test_fsdp.py
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,31 @@ def test_the_shipped_accelerate_configs_load_as_accelerate_reads_them() -> None:
     for stage in (2, 3):
         config = load_config_from_file(str(folder / f"deepspeed_zero{stage}.yaml"))
         assert config.deepspeed_config["zero_stage"] == stage
+
+
+class _ShardedAccelerator:
+    """The attributes the sharding checks read, of a two-process FSDP run."""
+
+    distributed_type = "DistributedType.FSDP"
+    num_processes = 2
+
+
+def test_sample_images_under_sharding_are_refused_before_training() -> None:
+    from types import SimpleNamespace
+
+    with pytest.raises(ConfigError, match="sample images are not made under sharded training"):
+        distributed.prepare_sharding(_ShardedAccelerator(), torch.nn.Linear(2, 2), SimpleNamespace(sample_prompts=["a cat"]))
+
+
+def test_a_sharded_state_is_not_resumed_unsharded(tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    from diffsynth_core.errors import ResumeError
+    from diffsynth_core.training.state import STATE_FILE, TrainingStates
+
+    folder = tmp_path / "state" / "step-000002"
+    (folder / "accelerate").mkdir(parents=True)
+    layout = {"dataset_size": 4}
+    (folder / STATE_FILE).write_text(json.dumps({"position": {"epoch": 0, "batch": 2, "step": 2}, "layout": layout}))
+    with pytest.raises(ResumeError, match="saved with sharding"):
+        TrainingStates(tmp_path / "state", layout).load(Accelerator(cpu=True), torch.nn.Linear(2, 2), None, folder)
