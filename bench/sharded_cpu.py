@@ -1,7 +1,7 @@
 """Per-rank memory of full training, DDP vs FSDP2, with 1 and 2 CPU processes (gloo).
 
 A real-width Qwen-Image DiT (diffusers' QwenImageTransformer2DModel, width 3072, 24 heads,
-text width 3584) with few layers trains full with AdamW for two steps, through
+text width 3584) with few layers trains full with AdamW for ``--steps`` steps (default 1), through
 ``diffsynth_core.training.distributed.make_accelerator`` (``--distributed ddp`` / ``fsdp``:
 accelerate's engines, FSDP wrapping the transformer blocks). Every rank reports the bytes of
 the tensors it holds -- its parameters (local shards under FSDP), gradients and AdamW states --
@@ -50,8 +50,8 @@ def _measure(model: Any, optimizer: Any) -> dict[str, int]:
     return {"params": params, "grads": grads, "optimizer": states}
 
 
-def worker(mode: str, layers: int, dtype_name: str, report: Path) -> None:
-    """One rank: build, prepare, two AdamW steps; write this rank's numbers to ``report``."""
+def worker(mode: str, layers: int, dtype_name: str, steps: int, report: Path) -> None:
+    """One rank: build, prepare, AdamW steps; write this rank's numbers to ``report``."""
     import torch
     from diffusers import QwenImageTransformer2DModel
 
@@ -67,17 +67,17 @@ def worker(mode: str, layers: int, dtype_name: str, report: Path) -> None:
         accelerator.state.fsdp_plugin.transformer_cls_names_to_wrap = ["QwenImageTransformerBlock"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model, optimizer = accelerator.prepare(model, optimizer)
-    h = w = 8  # 64 image tokens, 16 text tokens: activations stay small next to the weights
+    h = w = 4  # 16 image tokens, 8 text tokens: activations stay small next to the weights
     inputs = {
         "hidden_states": torch.randn(1, h * w, 64, dtype=dtype),
-        "encoder_hidden_states": torch.randn(1, 16, 3584, dtype=dtype),
-        "encoder_hidden_states_mask": torch.ones(1, 16, dtype=torch.bool),
+        "encoder_hidden_states": torch.randn(1, 8, 3584, dtype=dtype),
+        "encoder_hidden_states_mask": torch.ones(1, 8, dtype=torch.bool),
         "timestep": torch.tensor([0.5], dtype=dtype),
         "img_shapes": [(1, h, w)],
         "return_dict": False,
     }
     numbers: dict[str, int] = {}
-    for _ in range(2):
+    for _ in range(steps):
         loss = model(**inputs)[0].float().pow(2).mean()
         accelerator.backward(loss)
         optimizer.step()
@@ -97,7 +97,8 @@ def _port() -> int:
 
 def _launch(mode: str, processes: int, args: argparse.Namespace, report: Path) -> list[dict[str, int]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT)}
-    worker_args = [__file__, "--worker", mode, "--layers", str(args.layers), "--dtype", args.dtype, "--report", str(report)]  # fmt: skip
+    worker_args = [__file__, "--worker", mode, "--layers", str(args.layers), "--dtype", args.dtype,
+                   "--steps", str(args.steps), "--report", str(report)]  # fmt: skip
     if processes == 1:
         command = [sys.executable, *worker_args]
     else:
@@ -113,10 +114,10 @@ def _table(results: dict[str, list[dict[str, int]]], args: argparse.Namespace, s
     lines = [
         "# Per-rank memory of full training: DDP vs FSDP2 on CPU processes",
         "",
-        f"`python bench/sharded_cpu.py --layers {args.layers} --dtype {args.dtype}`: diffusers' "
+        f"`python bench/sharded_cpu.py --layers {args.layers} --dtype {args.dtype} --steps {args.steps}`: diffusers' "
         f"QwenImageTransformer2DModel at real width (3072, 24 heads x 128, text width 3584) with "
         f"{args.layers} layers = {base['parameters_total'] / 1e6:.0f} M parameters in {args.dtype}, full "
-        "training with torch AdamW, 2 steps, 64 image + 16 text tokens, processes over gloo "
+        f"training with torch AdamW, {args.steps} step(s), 16 image + 8 text tokens, processes over gloo "
         f"(`ACCELERATE_USE_CPU=1`), one thread each. {seconds:.0f} s in all.",
         "",
         "Tensor bytes each rank holds after a step (parameters: its local shards under FSDP; "
@@ -150,12 +151,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sharded_cpu.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.layers, args.dtype, args.report)
+        worker(args.worker, args.layers, args.dtype, args.steps, args.report)
         return
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

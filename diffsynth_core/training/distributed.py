@@ -75,7 +75,8 @@ def make_accelerator(
         "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=True)],
     }
     if mode == "fsdp":
-        plugin = fsdp_plugin(mixed_precision)
+        # --mixed-precision, else what `accelerate launch --mixed_precision` said
+        plugin = fsdp_plugin(mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION"))
         before = os.environ.get("ACCELERATE_USE_FSDP")
         accelerator = Accelerator(fsdp_plugin=plugin, **common)  # sets ACCELERATE_USE_FSDP=true
         _fsdp_on_cpu(accelerator, plugin)
