@@ -248,6 +248,7 @@ TOY_FAMILY = ModelFamily(
     ),
     build_tiny=build_tiny,
     loader=load_toy_pipeline,  # the family carries its loader: no hook tests the family name
+    blocks={"dit": ("transformer_blocks",)},  # what FSDP wraps and block swap moves
     options=(
         FamilyOption(
             "caption_prefix", "str", None, "text put in front of every training caption", "train"

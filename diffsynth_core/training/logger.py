@@ -142,7 +142,9 @@ class ModelLogger:
         self, accelerator: Any, model: torch.nn.Module, kind: str, step: int, epoch: int
     ) -> Path | None:
         """Collect the weights on every process (FSDP gathers), write them on the main one."""
-        state = accelerator.get_state_dict(model)
+        from .distributed import gathered_state_dict
+
+        state = gathered_state_dict(accelerator, model)  # FSDP: the trainable weights only
         path = self.path_for(kind, step, epoch)  # on every process: each reports the real file
         if accelerator.is_main_process:
             path = self.write(accelerator.unwrap_model(model), state, kind, step, epoch)

@@ -25,6 +25,7 @@ from ..errors import BadSampleError, ConfigError
 from .atomic import clean_temporaries
 from .batches import EpochBatches
 from .cache import FeatureCache
+from .distributed import prepare_sharding
 from .ema import EmaWeights, ema_weights
 from .guards import BadBatches, StateKeeper, disk_full_is_an_error
 from .logger import read_manifest
@@ -110,6 +111,7 @@ def launch_training_task(
     schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
     optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay,
                                 offload=opts.optimizer_offload)  # fmt: skip
+    prepare_sharding(accelerator, model, opts)  # FSDP / DeepSpeed: same start, blocks wrapped
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
 

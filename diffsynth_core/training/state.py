@@ -14,7 +14,8 @@
 The LR schedule is a function of the step, so it needs no file. A folder is written under a
 temporary name and renamed when complete: a kill mid-save leaves the previous state newest.
 Under FSDP or DeepSpeed the weights and optimizer are sharded; their part is delegated to
-``accelerator.save_state`` / ``load_state`` (not exercised by the CPU test suite).
+``accelerator.save_state`` / ``load_state`` into ``accelerate/`` (every process writes its
+shards into the temporary folder, the main process renames it once all have written).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class TrainingStates:
         try:
             if _sharded(accelerator):
                 accelerator.save_state(str(tmp / "accelerate"))
+                accelerator.wait_for_everyone()  # every process's files are in before the rename
             if accelerator.is_main_process:
                 if not _sharded(accelerator):
                     self._write_weights(tmp, accelerator.unwrap_model(model), optimizer)
@@ -182,6 +184,12 @@ class TrainingStates:
     ) -> TrainingPosition:
         """Restore weights, optimizer and RNG from ``folder``; returns where to continue."""
         position = self.position(folder)
+        if (folder / "accelerate").is_dir() != _sharded(accelerator):
+            raise ResumeError(
+                f"cannot resume from {folder}: it was saved "
+                f"{'with' if (folder / 'accelerate').is_dir() else 'without'} sharding (FSDP / "
+                "DeepSpeed); resume with the same --distributed and accelerate config"
+            )
         if _sharded(accelerator):
             accelerator.load_state(str(folder / "accelerate"))
         else:

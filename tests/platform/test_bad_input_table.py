@@ -245,6 +245,8 @@ ROWS: dict[str, Row] = {
     "train-gpu-memory-too-small": train("--estimate-memory", gpu_memory="0GiB", expect="at least 1MiB"),
     "train-gpu-memory-without-estimate": train(gpu_memory="24GiB", expect="budget of --estimate-memory"),
     "train-estimate-memory-no-real-size": train("--estimate-memory", expect="declares no real-size model"),
+    # --- --distributed (issue 16): DeepSpeed is not installed in the test environments
+    "train-distributed-deepspeed-missing": train(distributed="deepspeed-zero2", expect="needs DeepSpeed, which is not installed"),
 }
 if importlib.util.find_spec("mslk") is None:  # int4's kernels (torchao needs them for int4)
     ROWS["train-base-precision-int4-without-its-kernel"] = Row(

@@ -247,24 +247,18 @@ def build_validation(config: TrainConfig, family: Any, dataset: Any) -> tuple[An
 
 
 def make_accelerator(config: TrainConfig, notes: list[str] | None = None) -> Any:
-    """The run's Accelerator; ``notes`` gets the trackers' start-up notes."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
+    """The Accelerator of ``--distributed`` (none given: accelerate's launch config decides),
+    with the ``--report-to`` trackers; ``notes`` gets the trackers' start-up notes."""
+    from ...training.distributed import make_accelerator as for_mode
     from ...training.trackers import accelerator_kwargs
 
     trackers, tracker_notes = accelerator_kwargs(config.report_to, Path(config.output))
     if notes is not None:
         notes += tracker_notes
-
-    # find_unused_parameters as in the seed: a family may leave some trainable branch unused
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    # mixed_precision None: `accelerate launch` / `accelerate config` decide
-    return Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        kwargs_handlers=[ddp],
-        **trackers,  # log_with, project_dir: nothing is written before init_trackers
-    )
+    return for_mode(
+        config.distributed, config.mixed_precision, config.gradient_accumulation_steps,
+        config.batch_size, config.max_grad_norm, trackers,
+    )  # fmt: skip
 
 
 def pipeline_dtype(accelerator: Any) -> Any:
