@@ -109,7 +109,7 @@ class MetricsLog:
         due: Callable[[int], bool] = lambda step: True,
     ) -> None:
         """Record a validation loss (and the EMA weights' one) to ``logs/validation.csv`` and
-        TensorBoard ``val/loss`` (main process). The file is started at the first validation;
+        the trackers' ``val/loss`` (main process). The file is started at the first validation;
         resumed, it keeps the earlier rows that ``due`` says an unbroken run has (not the
         previous start's end, when that was no regular evaluation)."""
         if not self.enabled:
@@ -121,10 +121,9 @@ class MetricsLog:
                "val_loss_ema": "" if ema_loss is None else f"{ema_loss:.6g}"}  # fmt: skip
         with self.validation_path.open("a", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, fieldnames=VALIDATION_FIELDS).writerow(row)
-        if self._tensorboard is not None:
-            self._tensorboard.add_scalar("val/loss", loss, step)
-            if ema_loss is not None:
-                self._tensorboard.add_scalar("val/loss_ema", ema_loss, step)
+        if self.trackers is not None:
+            scalars = {"val/loss": loss} | ({} if ema_loss is None else {"val/loss_ema": ema_loss})
+            self.trackers.log(scalars, step)
         self.write(f"step {step}: validation loss {row['val_loss']}" + (
             f" (EMA weights {row['val_loss_ema']})" if ema_loss is not None else ""))
 

@@ -46,6 +46,8 @@ class RunOptions(_RunSettings):  # type: ignore[valid-type,misc]
     sample_width: int = 512
     sample_seed: int = 0
     output_path: Path | None = None
+    # the validation dataset (--validation-dataset / --validation-split): see .validation
+    validation_data: Any = None
     progress: bool = True
     # the caller seeded every RNG (runner.seed_run) before building the model, as
     # ``diffsynth train`` does: the run seeds nothing again

@@ -118,3 +118,28 @@ def test_an_unknown_tracker_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="not a tracker accelerate knows; one of aim, .*tensorboard"):
         resolve_report_to("tensorbord")
     assert resolve_report_to(" none ") == ([], [])
+
+
+@pytest.mark.slow
+def test_validation_losses_reach_the_trackers_as_in_validation_csv(
+    toy_manager: Any, tiny_toy: Path, tmp_path: Path
+) -> None:
+    """(The validation loss went to a TensorBoard writer that the trackers replaced: the first
+    evaluation raised AttributeError.)"""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from diffsynth_core.testing import make_image_dataset
+
+    pytest.importorskip("tensorboard")
+    data = make_image_dataset(tmp_path / "data", 4, 32)
+    out = tmp_path / "run"
+    done = _train(tiny_toy, data, out, "--max-steps", "2", "--validation-split", "0.5",
+                  "--validation-every", "1")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with (out / "logs" / "validation.csv").open() as handle:
+        expected = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(handle)]
+    events = EventAccumulator(str(out / "logs" / "run"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("val/loss")]
+    assert [s for s, _ in logged] == [s for s, _ in expected] == [0, 1, 2]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-5)
