@@ -18,7 +18,7 @@ from ..errors import BadSampleError, ConfigError, PluginError
 from .fingerprint import digest, row_fingerprints, row_hash, settings_fingerprint, unit_fingerprint
 from .folder import INDEX, CacheFolder
 from .keys import call_key, copied, delta
-from .plan import CachePlan, plan_for, plan_units
+from .plan import CachePlan, plan_for
 
 Inputs = dict[str, Any]
 
@@ -43,50 +43,13 @@ class CacheReport:
         )
 
 
-def cache_module(run: Any, accelerator: Any) -> tuple[Any, CachePlan]:
-    """The training module ``diffsynth cache`` encodes with, and the plan: the one place it
-    builds its pipeline.
-
-    The plan comes first, from the units of the pipeline loaded without any model file (the
-    units are the pipeline's, not its weights'), with the models the run trains taken from its
-    settings; then only the models the cached units use are loaded, and no LoRA is added. At
-    real size the denoiser (Qwen-Image's 41 GB DiT) then never has to fit beside the text
-    encoder. A family whose loader needs its files gets every model loaded in training mode, as
-    training would, and the plan of that pipeline."""
-    from dataclasses import replace
-
+def cache_module(run: Any, accelerator: Any) -> Any:
+    """The training module ``diffsynth cache`` encodes with: the one place it builds its
+    pipeline (as training would, every model loaded, in training mode)."""
     from ..cli.run.build import build_module
 
-    plan = _plan_from_units(run)
-    if plan is None:
-        module, _where = build_module(run, accelerator)
-        return module, plan_for(module.pipe)
-    used = {model for role in plan.units if role.cached for model in role.models}
-    lean = replace(run, config=replace(run.config, lora_base_model=None, trainable_models=None))
-    skip = [name for name in (*plan.dropped_models, *plan.kept_models) if name not in used]
-    module, _where = build_module(lean, accelerator, skip_models=skip)
-    return module, plan
-
-
-def _plan_from_units(run: Any) -> CachePlan | None:
-    """The plan of ``run`` made on its pipeline's units alone, or None when the family's loader
-    cannot build the pipeline without its model files."""
-    import torch
-
-    from ..lora.inject import split_targets
-    from ..pipeline import load_pipeline
-
-    c = run.config
-    try:
-        probe = load_pipeline(run.family, {}, device="cpu", torch_dtype=torch.float32,
-                              options=run.options, purpose="train")  # fmt: skip
-    except Exception:  # noqa: BLE001 - any loader failure: fall back to loading everything
-        return None
-    if any(isinstance(getattr(probe, n, None), torch.nn.Module) for n in probe.model_names):
-        return None  # it loaded some model anyway (from elsewhere): not a units-only pipeline
-    trained = [*split_targets(c.trainable_models or ""), *([c.lora_base_model] if c.lora_base_model else [])]
-    denoisers = set(getattr(run.family, "blocks", {}) or {})
-    return plan_units(probe.units, probe.model_names, trained, denoisers)
+    module, _where = build_module(run, accelerator)
+    return module
 
 
 Call = tuple[str, str, Any]  # (key, unit name, entry)
@@ -186,8 +149,9 @@ def build_cache(
     accelerator = make_accelerator(c)
     dataset = build_dataset(c, run.family)
     rows = row_fingerprints(dataset)
-    module, plan = cache_module(run, accelerator)
+    module = cache_module(run, accelerator)
     pipe = module.pipe
+    plan = plan_for(pipe)
     if not plan.cached:
         raise ConfigError(
             f"{run.family.name}: no unit can be cached with these settings (see `diffsynth train "

@@ -69,21 +69,6 @@ def test_training_from_the_cache_equals_training_without_it_and_never_builds_the
     assert same_weights(lora(root / "cached"), lora(root / "plain"))  # bitwise, fp32 on CPU
 
 
-def test_building_the_cache_never_builds_the_denoiser(
-    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At real size the DiT (41 GB) must not have to fit beside the text encoder while
-    encoding: `diffsynth cache` loads only the models its cached units use."""
-    from diffusers import QwenImageTransformer2DModel
-
-    root, data = setup["root"], setup["data"]
-    guard = NeverBuilt(monkeypatch, QwenImageTransformer2DModel)
-    lean = root / "cache-lean"
-    ok(invoke("cache", *common(data), "--output", lean, "--no-progress"))
-    assert guard.built == []
-    assert same_cache(lean, setup["cache"])  # (setup's cache was built the same way)
-
-
 def test_sample_images_load_the_dropped_models_only_while_sampling(setup: dict[str, Path]) -> None:
     root, data, cache = setup["root"], setup["data"], setup["cache"]
     (root / "prompts.txt").write_text("a red circle\n")

@@ -9,7 +9,7 @@ calls :func:`~diffsynth_core.training.runner.launch_training_task`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,15 +267,11 @@ def pipeline_dtype(accelerator: Any) -> Any:
     return torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
 
 
-def build_module(
-    run: TrainRun, accelerator: Any, cache: Any = None, skip_models: Collection[str] = ()
-) -> tuple[Any, str]:
+def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[Any, str]:
     """(PipelineTrainingModule over the family's pipeline in training mode, where the files are).
 
     ``cache`` (a :class:`~diffsynth_core.cache.replay.TrainingCache`, ``--cache``): the models
-    it makes unnecessary are never loaded, and its cached units are answered from it.
-    ``skip_models``: pipeline models not to load (``diffsynth cache`` loads only what its
-    cached units use)."""
+    it makes unnecessary are never loaded, and its cached units are answered from it."""
     import torch
 
     from ...lora.inject import split_targets
@@ -294,7 +290,6 @@ def build_module(
     dtype = pipeline_dtype(accelerator)
     swap = _swap_target(c, accelerator)  # check before loading: it takes a while
     loaded = cache.without_dropped(configs) if cache is not None else configs
-    loaded = {name: config for name, config in loaded.items() if name not in skip_models}
     pipe = _load_at_base_precision(run, accelerator, loaded, dtype, load_pipeline, swap)
     switch_pipe_to_training_mode(
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
