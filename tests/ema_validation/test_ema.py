@@ -71,9 +71,9 @@ def test_samples_are_made_with_the_ema_weights(
 ) -> None:
     seen: dict[int, dict[str, torch.Tensor]] = {}
 
-    def render(self: Any, pipe: Any, step: int, index: int, prompt: str) -> Path:
+    def render(self: Any, pipe: Any, step: int, index: int, prompt: Any) -> tuple[Path, Any]:
         seen[step] = {f"pipe.dit.{n}": p.detach().clone() for n, p in pipe.dit.named_parameters() if p.requires_grad}
-        return tmp_path / "unused.png"
+        return tmp_path / "unused.png", None  # (the file, what the pipeline returned)
 
     monkeypatch.setattr(SampleRenderer, "_one", render)
     module = toy_module(tiny_toy)

@@ -221,12 +221,13 @@ ROWS: dict[str, Row] = {
     ),
     # --- block swap (issue 13 item 2)
     "train-blocks-to-swap-negative": train(blocks_to_swap="-1", expect="--blocks-to-swap must be >= 0"),
-    "train-blocks-to-swap-no-blocks": train(blocks_to_swap="1", expect="family 'toy' declares none"),
+    # the toy family declares the DiT's blocks only: a LoRA on its VAE has none to swap
+    "train-blocks-to-swap-no-blocks": train(blocks_to_swap="1", lora_base_model="vae", lora_target_modules="decoder", expect="family 'toy' declares none"),
     "train-blocks-to-swap-full-training": train(
         "--trainable-models", "dit", blocks_to_swap="1", lora_base_model=None, expect="full training"
     ),
     "train-attention-without-dispatcher": train(attention="math", expect="has no diffusers attention dispatcher"),
-    "train-compile-no-blocks": train("--compile", expect="--compile needs the transformer blocks"),
+    "train-compile-no-blocks": train("--compile", lora_base_model="vae", lora_target_modules="decoder", expect="--compile needs the transformer blocks"),
     "train-blocks-to-swap-too-many": Row(
         _command("train", {**TRAIN, "--model": "qwen-image", "--preset": "tiny", "--blocks-to-swap": "3"}, (), {"model_path": None}),
         "--blocks-to-swap 3: 'dit' of 'qwen-image' has 2 blocks", env={"DIFFSYNTH_CACHE": "{out}/cache"}, family="qwen-image",
