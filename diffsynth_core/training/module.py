@@ -40,10 +40,21 @@ def _saved_ops() -> frozenset[Any]:
 CHECKPOINTING_POLICIES = ("full", "selective")
 
 
+# a product with a shorter contraction (LoRA's B: the rank) costs fewer than this many
+# multiply-adds per output element: recomputing it is as cheap as a pointwise op, keeping it is not
+CHEAP_CONTRACTION = 64
+_MATMULS = {"mm": 0, "bmm": 0, "addmm": 1, "baddbmm": 1}  # op -> index of its left factor
+
+
 def _save_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
     from torch.utils.checkpoint import CheckpointPolicy
 
-    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+    if op not in SAVED_OPS:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    left = _MATMULS.get(op.overloadpacket.__name__)
+    if left is not None and args[left].shape[-1] < CHEAP_CONTRACTION:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.MUST_SAVE
 
 
 SAVED_OPS = _saved_ops()

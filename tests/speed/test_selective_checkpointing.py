@@ -93,7 +93,8 @@ def test_the_policy_reaches_every_block_and_saves_only_the_matmuls(
 
     def spy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
         choice = policy(ctx, op, *args, **kwargs)
-        decided.append((str(op), choice))
+        left = {"aten.mm.default": 0, "aten.addmm.default": 1}.get(str(op))
+        decided.append((str(op), choice, None if left is None else args[left].shape[-1]))
         return choice
 
     monkeypatch.setattr(module_py, "create_selective_checkpoint_contexts", spy_create)
@@ -104,11 +105,16 @@ def test_the_policy_reaches_every_block_and_saves_only_the_matmuls(
     assert len(contexts) == 2 * STEPS  # the tiny DiT has 2 blocks
     from torch.utils.checkpoint import CheckpointPolicy
 
-    saved = {op for op, choice in decided if choice == CheckpointPolicy.MUST_SAVE}
-    recomputed = {op for op, choice in decided if choice == CheckpointPolicy.PREFER_RECOMPUTE}
+    keep, again = CheckpointPolicy.MUST_SAVE, CheckpointPolicy.PREFER_RECOMPUTE
+    saved = {op for op, choice, _ in decided if choice == keep}
+    recomputed = {op for op, choice, _ in decided if choice == again}
     assert {"aten.mm.default", "aten.addmm.default"} <= saved
     assert any("attention" in op for op in saved)  # the attention op (CPU flash kernel here)
-    assert {"aten.mul.Tensor", "aten.add.Tensor"} <= recomputed and not saved & recomputed
+    assert {"aten.mul.Tensor", "aten.add.Tensor"} <= recomputed
+    # the base's products (contraction: the width, 64) are kept; LoRA's B (rank 4) is redone
+    products = [(choice, k) for op, choice, k in decided if k is not None]
+    assert {k for choice, k in products if choice == keep} >= {64}
+    assert {k for choice, k in products if choice == again} == {4}
 
 
 def test_the_flag_reaches_the_pipeline_inputs(tiny: Path, tmp_path: Path) -> None:
