@@ -20,6 +20,7 @@ from .errors import PluginError
 from .loading import ModelConfig, family_loading
 from .registry import ModelFamily
 from .scheduler import FlowMatchScheduler
+from .training.speed import to_device
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -249,7 +250,7 @@ class BasePipeline(torch.nn.Module):
         image on every machine), then moved to the pipeline's device and dtype."""
         generator = None if seed is None else torch.Generator(rand_device).manual_seed(seed)
         noise = torch.randn(shape, generator=generator, device=rand_device, dtype=rand_torch_dtype)
-        return noise.to(device=self.device, dtype=self.torch_dtype)
+        return to_device(noise, self.device, self.torch_dtype)
 
     def preprocess_image(self, image: Any) -> torch.Tensor:
         """A PIL image, or a list of equally sized ones, as a (B, C, H, W) tensor in [-1, 1]."""
@@ -258,7 +259,7 @@ class BasePipeline(torch.nn.Module):
         images = image if isinstance(image, (list, tuple)) else [image]
         arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
         tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
-        return tensor.to(device=self.device, dtype=self.torch_dtype)
+        return to_device(tensor, self.device, self.torch_dtype)  # pinned, async on CUDA
 
     @staticmethod
     def tensor_to_images(tensor: torch.Tensor) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import PluginError
+from ..training.speed import to_device
 
 BRANCHES = ("shared", "posi", "nega")
 Entry = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
@@ -47,7 +48,7 @@ def pack(entry: Entry, prefix: str, tensors: dict[str, torch.Tensor], unit: str)
 
 def _unpack(spec: dict[str, Any], read: Any, device: Any) -> Any:
     if "t" in spec:
-        return read(spec["t"]).to(device)
+        return to_device(read(spec["t"]), device)  # pinned, async on CUDA
     if "list" in spec:
         items = [_unpack(s, read, device) for s in spec["list"]]
         return tuple(items) if spec["tuple"] else items

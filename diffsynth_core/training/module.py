@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
 from ..lora.inject import (
     bare_key,
@@ -22,25 +23,80 @@ from ..lora.inject import (
 )
 
 
-def _offloaded_checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    # recompute in backward, and keep the few saved activations in CPU memory meanwhile
-    with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
-        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
+# what --gradient-checkpointing-policy selective keeps from the forward: the outputs of the
+# matrix products and of attention (the expensive ops); the pointwise ops between them
+# (norms, modulation, activations, residual adds) are recomputed in backward
+def _saved_ops() -> frozenset[Any]:
+    aten = torch.ops.aten
+    names = (
+        "mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention", "_flash_attention_forward",
+        "_efficient_attention_forward", "_scaled_mm",
+    )  # fmt: skip
+    return frozenset(getattr(aten, n).default for n in names if hasattr(aten, n))
 
 
-def _checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False, **kwargs)
+CHECKPOINTING_POLICIES = ("full", "selective")
+
+
+# a product with a shorter contraction (LoRA's B: the rank) costs fewer than this many
+# multiply-adds per output element: recomputing it is as cheap as a pointwise op, keeping it is not
+CHEAP_CONTRACTION = 64
+_MATMULS = {"mm": 0, "bmm": 0, "addmm": 1, "baddbmm": 1}  # op -> index of its left factor
+
+
+def _save_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    if op not in SAVED_OPS:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    left = _MATMULS.get(op.overloadpacket.__name__)
+    if left is not None and args[left].shape[-1] < CHEAP_CONTRACTION:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.MUST_SAVE
+
+
+SAVED_OPS = _saved_ops()
+
+
+def selective_context() -> Any:
+    """``context_fn`` of torch's checkpoint for the selective policy (a fresh pair per call)."""
+    return create_selective_checkpoint_contexts(_save_matmuls)
+
+
+def _checkpoint_func(offload: bool, policy: str = "full") -> Callable[..., Any]:
+    """The checkpoint runner for one setting: ``run(function, *args, **kwargs)``."""
+    if policy not in CHECKPOINTING_POLICIES:
+        raise ValueError(f"gradient checkpointing policy {policy!r}: use one of {CHECKPOINTING_POLICIES}")
+    extra: dict[str, Any] = {"context_fn": selective_context} if policy == "selective" else {}
+
+    def run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not offload:
+            return torch.utils.checkpoint.checkpoint(
+                function, *args, use_reentrant=False, **extra, **kwargs
+            )
+        # recompute in backward, and keep the few saved activations in CPU memory meanwhile
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return torch.utils.checkpoint.checkpoint(
+                function, *args, use_reentrant=False, **extra, **kwargs
+            )
+
+    return run
 
 
 def set_gradient_checkpointing(
-    model: torch.nn.Module, enabled: bool, offload: bool = False
+    model: torch.nn.Module, enabled: bool, offload: bool = False, policy: str = "full"
 ) -> None:
-    """Switch gradient checkpointing of a diffusers model (cheap: call it every step)."""
+    """Switch gradient checkpointing of a diffusers model (cheap: call it every step).
+
+    ``policy``: ``full`` recomputes each block whole in backward; ``selective`` keeps the
+    outputs of its matrix products and attention and recomputes only the pointwise ops."""
     if not hasattr(model, "gradient_checkpointing"):
         return
     if enabled:
         # torch types Module.__setattr__ for tensors and modules; any value may be set
-        model._gradient_checkpointing_func = _offloaded_checkpoint if offload else _checkpoint  # type: ignore[assignment]
+        model._gradient_checkpointing_func = _checkpoint_func(offload, policy)  # type: ignore[assignment]
     for module in model.modules():
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = enabled  # type: ignore[assignment]  # as above
@@ -53,12 +109,13 @@ def gradient_checkpoint_forward(
     use_gradient_checkpointing: bool,
     use_gradient_checkpointing_offload: bool,
     *args: Any,
+    use_gradient_checkpointing_policy: str = "full",
     **kwargs: Any,
 ) -> Any:
     """Call ``block`` with checkpointing when training asks for it (hand-written model_fns)."""
     if not (torch.is_grad_enabled() and use_gradient_checkpointing):
         return block(*args, **kwargs)
-    runner = _offloaded_checkpoint if use_gradient_checkpointing_offload else _checkpoint
+    runner = _checkpoint_func(use_gradient_checkpointing_offload, use_gradient_checkpointing_policy)
     return runner(block, *args, **kwargs)
 
 

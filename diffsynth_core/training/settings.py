@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
       help="recompute activations in backward to save memory [family default]"),
     S("gradient_checkpointing_offload", bool, False, "memory",
       help="keep checkpointed activations in CPU memory"),
+    S("gradient_checkpointing_policy", str, "full", "memory", choices=("full", "selective"),
+      help="what checkpointing recomputes: full (each block whole) or selective (keep the matrix "
+           "products' and attention's outputs, recompute the pointwise ops) [full]"),
     S("base_precision", str, None, "memory", on_resume="differs",
       help="store the frozen base models' weights in bf16, fp8, int8 or nf4 (torchao; int4 where "
            "a kernel exists) [as loaded]"),

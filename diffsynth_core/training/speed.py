@@ -8,6 +8,8 @@
   kernel. A kernel this machine lacks is a one-line error at start-up, not in the first step.
 * ``--tf32``: float32 matrix products on TF32 tensor cores (CUDA only). Safe for training
   here: the base computes in bf16 under ``--mixed-precision bf16``, and TF32 keeps fp32's range.
+* :func:`to_device`: host-to-GPU copies of batch tensors and cached features through pinned
+  memory, non-blocking (``BasePipeline.preprocess_image`` / ``generate_noise``, the cache).
 """
 
 from __future__ import annotations
@@ -73,3 +75,17 @@ def apply_speed_settings(pipe: Any, model: str, config: Any, device: Any) -> Non
                 "run inside the compiled blocks): leave one of them out"
             )
         compile_blocks(repeated_blocks(pipe, model, "--compile"))
+
+
+def to_device(
+    tensor: torch.Tensor, device: Any, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``tensor.to(device, dtype)``; a host tensor bound for a CUDA device goes through pinned
+    memory with ``non_blocking=True``, so the copy overlaps the GPU work queued before it (the
+    caching host allocator keeps the pinned buffer alive until the copy is done). Elsewhere
+    (CPU, or already on the device) it is the plain ``.to``."""
+    target = torch.device(device)
+    if target.type != "cuda" or tensor.device.type != "cpu" or not torch.cuda.is_available():
+        return tensor.to(device=target, dtype=dtype)
+    pinned = tensor if tensor.is_pinned() else tensor.pin_memory()
+    return pinned.to(device=target, dtype=dtype, non_blocking=True)

@@ -315,6 +315,7 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
         apply_speed_settings(pipe, trained[0], c, accelerator.device)
     extra = {
         "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
+        "use_gradient_checkpointing_policy": c.gradient_checkpointing_policy,
         **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
     }  # fmt: skip
     module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra)

@@ -36,8 +36,8 @@ def follow_checkpointing(net: Any, dit: Any) -> None:
     DiT's from the training flags before calling us); switch only when it changes, since
     switching walks every module."""
     enabled = bool(getattr(dit, "gradient_checkpointing", False))
-    # (enabled, offload) as the Qwen-Image pipeline records it; without a record: no offload
-    state = getattr(dit, "_diffsynth_checkpointing", (enabled, False))
+    # (enabled, offload, policy) as the Qwen-Image pipeline records it; without one: no offload
+    state = getattr(dit, "_diffsynth_checkpointing", (enabled, False, "full"))
     if getattr(net, "_diffsynth_checkpointing", None) != state:
         set_gradient_checkpointing(net, *state)
         net._diffsynth_checkpointing = state

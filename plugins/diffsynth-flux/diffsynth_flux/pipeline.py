@@ -90,6 +90,7 @@ class FluxPipeline(BasePipeline):
         guidance_scale: float = 3.5,
         use_gradient_checkpointing: bool = False,
         use_gradient_checkpointing_offload: bool = False,
+        use_gradient_checkpointing_policy: str = "full",
         **inputs: Any,
     ) -> torch.Tensor:
         """Flow prediction ``(B, 16, h, w)`` for latents at ``timestep`` (0-1000 scale).
@@ -98,7 +99,10 @@ class FluxPipeline(BasePipeline):
         whose transformer has none), as diffusers passes it: a float32 vector.
         """
         batch, _, h, w = latents.shape
-        self._set_checkpointing(use_gradient_checkpointing, use_gradient_checkpointing_offload)
+        self._set_checkpointing(
+            use_gradient_checkpointing, use_gradient_checkpointing_offload,
+            use_gradient_checkpointing_policy,
+        )
         guidance = None
         if self.dit.config.guidance_embeds:
             guidance = torch.full([batch], float(guidance_scale), device=latents.device)
@@ -115,9 +119,9 @@ class FluxPipeline(BasePipeline):
         )[0]
         return unpack_latents(out, h, w)
 
-    def _set_checkpointing(self, enabled: bool, offload: bool) -> None:
+    def _set_checkpointing(self, enabled: bool, offload: bool, policy: str = "full") -> None:
         # switching walks every module: only do it when the training flags change
-        state = (bool(enabled), bool(offload))
+        state = (bool(enabled), bool(offload), policy)
         changed_outside = getattr(self.dit, "gradient_checkpointing", state[0]) != state[0]
         if changed_outside or getattr(self.dit, "_diffsynth_checkpointing", None) != state:
             set_gradient_checkpointing(self.dit, *state)

@@ -105,6 +105,7 @@ class QwenImagePipeline(BasePipeline):
         dit_extra_kwargs_fns: Sequence[DitKwargsFn] | None = None,
         use_gradient_checkpointing: bool = False,
         use_gradient_checkpointing_offload: bool = False,
+        use_gradient_checkpointing_policy: str = "full",
         **inputs: Any,
     ) -> torch.Tensor:
         """Flow prediction ``(B, 16, h, w)`` for latents at ``timestep`` (0-1000 scale).
@@ -128,7 +129,10 @@ class QwenImagePipeline(BasePipeline):
             "prompt_emb_mask": prompt_emb_mask, "img_shapes": img_shapes_for(latents, extra),
         }  # fmt: skip
         # set before the extra kwargs functions run: a ControlNet follows the DiT's setting
-        self._set_checkpointing(use_gradient_checkpointing, use_gradient_checkpointing_offload)
+        self._set_checkpointing(
+            use_gradient_checkpointing, use_gradient_checkpointing_offload,
+            use_gradient_checkpointing_policy,
+        )
         kwargs = merge_dit_kwargs(self, tokens, sigma, context, dit_extra_kwargs_fns or ())
         dit_class: type[torch.nn.Module] = type(self.dit)
         # mypy checks a class object's __hash__ as the instance method's; classes hash fine
@@ -145,9 +149,9 @@ class QwenImagePipeline(BasePipeline):
         )[0]
         return unpack_latents(out[:, :n_target], latents.shape[-2], latents.shape[-1])
 
-    def _set_checkpointing(self, enabled: bool, offload: bool) -> None:
+    def _set_checkpointing(self, enabled: bool, offload: bool, policy: str = "full") -> None:
         # switching walks every DiT module: only do it when the training flags change
-        state = (bool(enabled), bool(offload))
+        state = (bool(enabled), bool(offload), policy)
         changed_outside = getattr(self.dit, "gradient_checkpointing", state[0]) != state[0]
         if changed_outside or getattr(self.dit, "_diffsynth_checkpointing", None) != state:
             set_gradient_checkpointing(self.dit, *state)

@@ -157,11 +157,13 @@ class WanVacePipeline(BasePipeline):
         vace_scale: float | list[float] | torch.Tensor | None = 1.0,
         use_gradient_checkpointing: bool = False,
         use_gradient_checkpointing_offload: bool = False,
+        use_gradient_checkpointing_policy: str = "full",
         **_: Any,
     ) -> torch.Tensor:
         """The flow (noise - x0) for ``latents`` at ``timestep`` (sigma * 1000)."""
         set_gradient_checkpointing(
-            self.dit, use_gradient_checkpointing, use_gradient_checkpointing_offload
+            self.dit, use_gradient_checkpointing, use_gradient_checkpointing_offload,
+            use_gradient_checkpointing_policy,
         )
         timestep = timestep.reshape(-1).to(self.device)
         if timestep.numel() == 1:
