@@ -54,10 +54,11 @@ def check_family_inputs(prompts: list[Any], pipe: Any) -> None:
 
 
 @contextmanager
-def untouched_training_state(pipe: BasePipeline) -> Iterator[None]:
-    """Run inference inside; afterwards RNGs, scheduler and module modes are as before."""
-    modes = {m: m.training for m in pipe.modules()}
-    scheduler = copy.deepcopy(pipe.scheduler)
+def preserved_state(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and forked RNGs inside; afterwards every module's mode and every RNG state
+    (python, numpy, torch, CUDA) as before: an evaluation in the middle of a run leaves the
+    run exactly where it was (samples, validation)."""
+    modes = {m: m.training for m in module.modules()}
     py_state, np_state = random.getstate(), np.random.get_state()
     devices = (
         [torch.cuda.current_device()]
@@ -65,15 +66,25 @@ def untouched_training_state(pipe: BasePipeline) -> Iterator[None]:
         else []
     )
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            pipe.eval()
+        with torch.random.fork_rng(devices=devices):
+            module.eval()
             yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+        for m, mode in modes.items():
+            m.training = mode
+
+
+@contextmanager
+def untouched_training_state(pipe: BasePipeline) -> Iterator[None]:
+    """Run inference inside; afterwards RNGs, scheduler and module modes are as before."""
+    scheduler = copy.deepcopy(pipe.scheduler)
+    try:
+        with preserved_state(pipe), torch.no_grad():
+            yield
+    finally:
         pipe.scheduler = scheduler
-        for module, mode in modes.items():
-            module.training = mode
 
 
 class SampleRenderer:

@@ -14,15 +14,14 @@ its share of the samples; the mean is over all of them.
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .sampling import preserved_state
 
 # fractions of the training schedule every validation sample is scored at
 TIMESTEP_FRACTIONS = (0.125, 0.375, 0.625, 0.875)
@@ -89,7 +88,7 @@ class Validation:
         """The mean loss over every validation sample and timestep (collective)."""
         module = accelerator.unwrap_model(model)
         total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        with _untouched(module), torch.no_grad(), accelerator.autocast():
+        with preserved_state(module), torch.no_grad(), accelerator.autocast():
             for index in range(accelerator.process_index, len(self.dataset), accelerator.num_processes):
                 data = self._sample(index)
                 if data is None:  # a bad sample (counted by the dataset): left out
@@ -111,27 +110,6 @@ class Validation:
         if sample is None:
             return None
         return {k: v for k, v in collate_samples([sample]).items() if k != "__bad__"}
-
-
-@contextmanager
-def _untouched(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and forked RNGs inside; modes and every RNG state as before afterwards."""
-    modes = {m: m.training for m in module.modules()}
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = (
-        [torch.cuda.current_device()]
-        if torch.cuda.is_available() and torch.cuda.is_initialized()
-        else []
-    )
-    try:
-        with torch.random.fork_rng(devices=devices):
-            module.eval()
-            yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        for m, mode in modes.items():
-            m.training = mode
 
 
 @contextmanager
