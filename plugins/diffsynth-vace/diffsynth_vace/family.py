@@ -89,31 +89,27 @@ BLOCKS = {"dit": ("blocks", "vace_blocks"), "vace": ("vace_blocks",)}
 # precision; a fully trained VACE branch (--trainable-models vace) stays as it is too
 HIGH_PRECISION = {"dit": ("condition_embedder", "proj_out"), "text_encoder": ()}
 
+
+def _family(name: str, description: str, repo: str, real_size: str) -> ModelFamily:
+    """One VACE family: the sizes differ only in their files and their real size."""
+    return ModelFamily(
+        name=name,
+        description=description,
+        model_files=model_files(repo),
+        defaults=DEFAULTS,
+        real_size=f"diffsynth_vace.real_size:{real_size}",
+        build_tiny=_build_tiny,
+        options=OPTIONS,
+        loader=LOADER,
+        blocks=BLOCKS,
+        high_precision_modules=HIGH_PRECISION,
+        lora_layout=LORA_LAYOUT,
+    )
+
+
 FAMILIES = (
-    ModelFamily(
-        name="wan-vace",
-        description="Wan2.1 VACE 1.3B: text/video-conditioned video generation and editing",
-        model_files=model_files(REPO_1_3B),
-        defaults=DEFAULTS,
-        real_size="diffsynth_vace.real_size:REAL_SIZE_1_3B",
-        build_tiny=_build_tiny,
-        options=OPTIONS,
-        loader=LOADER,
-        blocks=BLOCKS,
-        high_precision_modules=HIGH_PRECISION,
-        lora_layout=LORA_LAYOUT,
-    ),
-    ModelFamily(
-        name="wan-vace-14b",
-        description="Wan2.1 VACE 14B: the same architecture, 40 layers of width 5120",
-        model_files=model_files(REPO_14B),
-        defaults=DEFAULTS,
-        real_size="diffsynth_vace.real_size:REAL_SIZE_14B",
-        build_tiny=_build_tiny,
-        options=OPTIONS,
-        loader=LOADER,
-        blocks=BLOCKS,
-        high_precision_modules=HIGH_PRECISION,
-        lora_layout=LORA_LAYOUT,
-    ),
-)
+    _family("wan-vace", "Wan2.1 VACE 1.3B: text/video-conditioned video generation and editing",
+            REPO_1_3B, "REAL_SIZE_1_3B"),
+    _family("wan-vace-14b", "Wan2.1 VACE 14B: the same architecture, 40 layers of width 5120",
+            REPO_14B, "REAL_SIZE_14B"),
+)  # fmt: skip
