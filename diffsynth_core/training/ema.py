@@ -56,10 +56,16 @@ class EmaWeights:
         return cls(accelerator.unwrap_model(model), decay)
 
     @torch.no_grad()
-    def update(self) -> None:
-        """One step of the average (after ``optimizer.step()``)."""
+    def update(self, skip: torch.Tensor | None = None) -> None:
+        """One step of the average (after ``optimizer.step()``). ``skip``: a 0-dim tensor on
+        the device, 1 when the optimizer skipped this step's update (a bad step, found on the
+        device: :mod:`.step_checks`); the average then stays as it was, without the host
+        reading the flag."""
+        weight: float | torch.Tensor = 1.0 - self.decay
+        if skip is not None:
+            weight = (1.0 - skip) * (1.0 - self.decay)  # lerp by 0: the average unchanged
         for name, param in self.params.items():
-            self.shadow[name].lerp_(param.detach().float(), 1.0 - self.decay)
+            self.shadow[name].lerp_(param.detach().float(), weight)
 
     # -- the training state ---------------------------------------------------------------
 

@@ -32,20 +32,25 @@ class StateKeeper:
         self.states, self.accelerator = states, accelerator
         self.model, self.optimizer = model, optimizer
 
-    def save(self, position: TrainingPosition) -> Path:
-        """``state/step-N`` for ``position`` (collective); written only if not written yet."""
+    def save(self, position: TrainingPosition, rng: dict[str, Any] | None = None) -> Path:
+        """``state/step-N`` for ``position`` (collective); written only if not written yet.
+        ``rng``: the RNG states to save (captured at the end of that step), default the
+        current ones."""
         if self.states.saved_step == position.step:
             return self.states.path_for(position.step)
-        return self.states.save(self.accelerator, self.model, self.optimizer, position)
+        return self.states.save(self.accelerator, self.model, self.optimizer, position, rng=rng)
 
-    def check_finite(self, value: Any, what: str, position: TrainingPosition) -> None:
-        """On NaN/inf: save the state of ``position`` (still good), then stop with the reason."""
+    def check_finite(
+        self, value: Any, what: str, position: TrainingPosition, rng: dict[str, Any] | None = None
+    ) -> None:
+        """On NaN/inf: save the state of ``position`` (still good; ``rng`` its RNG states),
+        then stop with the reason."""
         if value is None or math.isfinite(float(value)):
             return
         if what == "gradient norm" and self.accelerator.scaler is not None:
             return  # fp16: overflowing gradients are the grad scaler's business (it skips the step)
         kept = (
-            f"the last good state is in {self.save(position)}"
+            f"the last good state is in {self.save(position, rng)}"
             if position.step
             else "no step was completed"
         )

@@ -78,10 +78,18 @@ class MetricsLog:
         )
 
     def log(
-        self, step: int, epoch: int, loss: float, lr: float, grad_norm: float | None, samples: int
+        self,
+        step: int,
+        epoch: int,
+        loss: float,
+        lr: float,
+        grad_norm: float | None,
+        samples: int,
+        ended: float | None = None,
     ) -> None:
-        """Record one optimizer step (no-op on other processes)."""
-        now = time.perf_counter()
+        """Record one optimizer step (no-op on other processes); ``ended``: its end
+        (``time.perf_counter()``) when it is logged later (default now)."""
+        now = time.perf_counter() if ended is None else ended
         speed, self._last = samples / max(now - self._last, 1e-9), now
         if not self.enabled:
             return

@@ -65,11 +65,13 @@ def build_optimizer(
     learning_rate: float = 1e-4,
     weight_decay: float | None = None,
     offload: bool = False,
+    sharded: bool = False,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
     """The optimizer over ``params``; ``weight_decay`` None keeps the class's own default.
 
-    ``offload`` keeps its state in CPU memory (torchao's CPUOffloadOptimizer; CUDA only)."""
+    ``offload`` keeps its state in CPU memory (torchao's CPUOffloadOptimizer; CUDA only);
+    ``sharded``: the parameters are about to be sharded (FSDP, DeepSpeed)."""
     params = list(params)
     if not params:
         raise ConfigError(
@@ -82,15 +84,21 @@ def build_optimizer(
     make: Callable[..., torch.optim.Optimizer] = optimizer_class(name)
     if offload:
         return _offloaded(make, params, learning_rate, **kwargs)
-    if _fusable(make, params) and "fused" not in kwargs:
+    if _fusable(make, params, sharded) and "fused" not in kwargs:
         kwargs["fused"] = True  # one kernel for every tensor's update: no per-tensor launches
     return make(params, lr=learning_rate, **kwargs)
 
 
-def _fusable(cls: Any, params: list[torch.nn.Parameter]) -> bool:
-    """torch's Adam/AdamW over CUDA parameters only: their fused kernels apply (on the CPU the
-    default implementation is kept, so CPU runs stay as they were)."""
-    return cls in (torch.optim.Adam, torch.optim.AdamW) and all(p.device.type == "cuda" for p in params)
+def _fusable(cls: Any, params: list[torch.nn.Parameter], sharded: bool = False) -> bool:
+    """torch's Adam/AdamW over floating parameters all on CUDA or all on the CPU: their fused
+    kernels apply (one kernel per step, and a bad step is skipped on the device:
+    :mod:`.step_checks`). Sharded CPU runs (FSDP over gloo) keep the default implementation."""
+    device = params[0].device.type
+    return (
+        cls in (torch.optim.Adam, torch.optim.AdamW)
+        and (device == "cuda" or (device == "cpu" and not sharded))
+        and all(p.device.type == device and p.is_floating_point() for p in params)
+    )
 
 
 def _offloaded(

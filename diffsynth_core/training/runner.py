@@ -25,6 +25,7 @@ from ..errors import BadSampleError, ConfigError
 from .atomic import clean_temporaries
 from .batches import EpochBatches
 from .cache import FeatureCache
+from .distributed import kind as sharding_kind
 from .distributed import prepare_sharding
 from .ema import EmaWeights, ema_weights
 from .guards import BadBatches, StateKeeper, disk_full_is_an_error
@@ -35,6 +36,7 @@ from .options import RunOptions
 from .sampling import SampleRenderer
 from .signals import StopRequest
 from .state import TrainingPosition, TrainingStates
+from .step_checks import StepChecks
 from .validation import Validation
 
 
@@ -110,7 +112,8 @@ def launch_training_task(
         return replace(finished, main_process=accelerator.is_main_process)
     schedule = LRSchedule(opts.lr_scheduler, learning_rate, opts.warmup_steps, total_steps)
     optimizer = build_optimizer(_trainable(model), opts.optimizer, learning_rate, opts.weight_decay,
-                                offload=opts.optimizer_offload)  # fmt: skip
+                                offload=opts.optimizer_offload,
+                                sharded=bool(sharding_kind(accelerator)))  # fmt: skip
     prepare_sharding(accelerator, model, opts)  # FSDP / DeepSpeed: same start, blocks wrapped
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -130,6 +133,8 @@ def launch_training_task(
         output, accelerator.is_main_process, total_steps, position.step, opts.progress, accelerator
     )
     log.write(_resume_note(opts.resume, resume_from, position, states.root))
+    # the NaN/inf guard; the losses reach the host (and the log) every --log-every steps
+    checks = StepChecks(keeper, log, accelerator, optimizer, opts.log_every, position)
     bad = BadBatches(output, accelerator.process_index, dataset)
     samples = SampleRenderer.from_options(opts, output, log)  # log: shows sampling
     cache = FeatureCache() if opts.cache_features else None
@@ -140,14 +145,18 @@ def launch_training_task(
         if validation is not None:
             validation.evaluate(accelerator, model, 0, log, ema)
 
-    loss_value, lr, grad_norm = None, schedule(position.step), None
+    def last_good() -> TrainingPosition:
+        checks.settle()  # a bad step not yet read: its own error (its last good state saved)
+        return position
+
+    lr, grad_norm = schedule(position.step), None
     # keeper.saved_on: under --on-bad-sample error, save the steps done before the error ends the run
     with (
         disk_full_is_an_error(output),
         StopRequest() as stop,
         log,
         cache.installed(_manager()) if cache else nullcontext(),
-        keeper.saved_on(BadSampleError, lambda: position),
+        keeper.saved_on(BadSampleError, last_good),
     ):
         # a resumed state at the last step (its final checkpoint unwritten): train no more
         last_epoch = (
@@ -155,44 +164,46 @@ def launch_training_task(
         )
         for epoch in range(position.epoch, last_epoch):
             start = position.batch if epoch == position.epoch else 0
-            step_losses: list[float] = []
             for index, batch in enumerate(plan.loader(epoch, start, opts.num_workers), start=start):
                 data, weight = bad.usable(batch, position)  # weight 0: every sample was bad
                 with accelerator.accumulate(model):
                     loss = model(data) * weight
-                    reduced = accelerator.reduce(loss.detach(), reduction="mean")
-                    keeper.check_finite(reduced, "loss", position)
+                    checks.loss(accelerator.reduce(loss.detach(), reduction="mean"))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         max_norm = opts.max_grad_norm or math.inf  # inf: measure, never clip
                         grad_norm = accelerator.clip_grad_norm_(params, max_norm)
-                        keeper.check_finite(grad_norm, "gradient norm", position)
+                        checks.gradient_norm(grad_norm)  # a bad step: no update from here on
                         lr = schedule.apply(optimizer, position.step)
                     optimizer.step()
                     optimizer.zero_grad()
                     if ema is not None and accelerator.sync_gradients:
-                        ema.update()
-                step_losses.append(float(reduced))
+                        ema.update(skip=checks.skip)
                 if not accelerator.sync_gradients:
                     continue
                 position = position.after_step(batch=index + 1)
-                loss_value, step_losses = sum(step_losses) / len(step_losses), []
-                log.log(
-                    position.step, epoch, loss_value, lr, _number(grad_norm), plan.samples_per_step
-                )
-                if model_logger.step_due(position.step):  # the same answer on every process
+                checks.step_done(position, epoch, lr, grad_norm, plan.samples_per_step)
+                saving = model_logger.step_due(position.step)  # the same answer on every process
+                sampling = samples.due(position.step)
+                validating = validation is not None and validation.due(position.step)
+                if saving or sampling or validating:
+                    checks.settle()  # nothing is saved or shown before every step was checked
+                if saving:
                     saved = model_logger.on_step_end(accelerator, model, position.step, epoch)
                     if ema is not None:
                         ema.save_beside(accelerator, model, model_logger, saved, "step", position.step, epoch)
                     keeper.save(position)
-                if samples.due(position.step):
+                if sampling:
                     with ema_weights(ema):
                         samples.render(accelerator, model, position.step)
-                if validation is not None and validation.due(position.step):
+                if validating:
                     validation.evaluate(accelerator, model, position.step, log, ema)
-                if stop.agreed(accelerator) or position.step >= total_steps:
+                if stop.agreed(accelerator, collective=checks.due(position.step)):
+                    break
+                if position.step >= total_steps:
                     break
             if position.batch == plan.batches_per_epoch:  # the epoch ran to its end
+                checks.settle()
                 position = position.next_epoch()
                 saved = model_logger.on_epoch_end(accelerator, model, epoch, position.step)
                 if ema is not None:
@@ -200,6 +211,7 @@ def launch_training_task(
                 keeper.save(position)
             if stop.stopped or position.step >= total_steps:
                 break
+        checks.settle()
         if validation is not None and not stop.name:  # the end (once, if due at the last step)
             validation.evaluate(accelerator, model, position.step, log, ema)
 
@@ -224,7 +236,7 @@ def launch_training_task(
         output,
         position.step,
         position.epoch,
-        loss_value,
+        checks.last_loss,
         checkpoint,
         state,
         stop.name,
@@ -384,10 +396,6 @@ def _resume_note(
         if resume
         else ""
     )
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _finish(

@@ -266,6 +266,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("gpu_memory", str, None, "run", on_resume="per_start",
       help="with --estimate-memory: the GPU's memory (24GiB, 16GB); also print the cheapest settings that fit it"),
     S("num_workers", int, 0, "data", low=0, owner="runner", help="DataLoader worker processes [0]"),
+    S("log_every", int, None, "run", low=1, owner="runner",
+      help="read the losses on the host every N steps (one metrics row per step still); between "
+           "reads a bad step is caught on the GPU and no update follows it [10 with fused AdamW, "
+           "the default; else 1]"),
     S("distributed", str, None, "run", choices=("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"),
       on_resume="refuse",
       help="multi-process engine: ddp, fsdp (FSDP2, sharded) or deepspeed-zero2/3 [accelerate's launch config]"),

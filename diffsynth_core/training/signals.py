@@ -59,10 +59,14 @@ class StopRequest:
             else "a signal to another process"
         )
 
-    def agreed(self, accelerator: Any) -> bool:
-        """True on every process when any process was signalled (they must stop together)."""
+    def agreed(self, accelerator: Any, collective: bool = True) -> bool:
+        """True on every process when any process was signalled (they must stop together).
+        With several processes they agree by a collective read on the host; ``collective``
+        False (a step at which the host reads nothing, see :mod:`.step_checks`) defers it."""
         if accelerator.num_processes == 1:
             self.stopped = self.signum is not None
+        elif not collective:
+            return self.stopped
         else:
             flag = torch.tensor([0.0 if self.signum is None else 1.0], device=accelerator.device)
             self.stopped = bool(accelerator.reduce(flag, reduction="sum").item() > 0)

@@ -102,16 +102,22 @@ class TrainingStates:
         return self.root / f"step-{step:06d}"
 
     def save(
-        self, accelerator: Any, model: torch.nn.Module, optimizer: Any, position: TrainingPosition
+        self,
+        accelerator: Any,
+        model: torch.nn.Module,
+        optimizer: Any,
+        position: TrainingPosition,
+        rng: dict[str, Any] | None = None,
     ) -> Path:
-        """Write ``state/step-N`` (collective: every process calls it)."""
+        """Write ``state/step-N`` (collective: every process calls it); ``rng``: this process's
+        RNG states at that step (:func:`capture_rng`), default the current ones."""
         final = self.path_for(position.step)
         tmp = self.root / f"{TMP_PREFIX}step-{position.step:06d}"
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        rng = _gather(accelerator, capture_rng())
+        states = _gather(accelerator, capture_rng() if rng is None else rng)
         try:
             if _sharded(accelerator):
                 accelerator.save_state(str(tmp / "accelerate"))
@@ -119,7 +125,7 @@ class TrainingStates:
             if accelerator.is_main_process:
                 if not _sharded(accelerator):
                     self._write_weights(tmp, accelerator.unwrap_model(model), optimizer)
-                torch.save(rng, tmp / "rng.pt")
+                torch.save(states, tmp / "rng.pt")
                 (tmp / STATE_FILE).write_text(
                     json.dumps({"position": asdict(position), "layout": self.layout}, indent=2)
                 )

@@ -85,9 +85,14 @@ def test_attention_errors_are_one_line(tiny: Path) -> None:
         set_attention(dit, "xformers", "cuda")  # the kernel's package is missing
 
 
-def test_adam_on_the_cpu_keeps_its_default_implementation() -> None:
+def test_adam_is_fused_where_its_kernel_can_skip_a_bad_step() -> None:
     params = [torch.nn.Parameter(torch.ones(2))]
-    assert build_optimizer(params, "AdamW").defaults["fused"] is None  # fused only on CUDA
+    assert build_optimizer(params, "AdamW").defaults["fused"] is True  # CPU (and CUDA)
+    assert build_optimizer(params, "Adam").defaults["fused"] is True
+    assert build_optimizer(params, "AdamW", sharded=True).defaults["fused"] is None  # gloo FSDP
+    assert "fused" not in build_optimizer(params, "SGD").defaults or not build_optimizer(
+        params, "SGD"
+    ).defaults.get("fused")
 
 
 @pytest.mark.slow
