@@ -131,8 +131,9 @@ class StepChecks:
         which comes now when ``every`` steps have passed."""
         if self.on_device:
             loss: Any = torch.stack(self.micro).mean()
-        else:
+        else:  # read already: floats (a sharded run's norm is a DTensor, which float() gathers)
             loss = sum(self.micro) / len(self.micro)
+            grad_norm = None if grad_norm is None else float(grad_norm)
         self.micro = []
         step = _Step(position, epoch, lr, loss, grad_norm, samples, time.perf_counter(), capture_rng())
         self.window.append(step)

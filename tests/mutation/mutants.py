@@ -34,6 +34,7 @@ RUNNER_TESTS = "tests/training/test_runner.py"
 STATE_TESTS = "tests/training/test_state.py"
 LOGGER_TESTS = "tests/training/test_logger.py"
 KILLS = "tests/training/test_mutation_kills.py"
+STEP_CHECKS = "tests/training/test_step_checks.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- resume: a resumed run must end where an unbroken run ends ------------------------------
@@ -375,6 +376,39 @@ MUTANTS: tuple[Mutant, ...] = (
         "                pass\n",
         "a plugin whose command registration fails leaves its half-added commands in the CLI",
         ("tests/platform/test_cli.py", "-k", "commands_fail"),
+    ),
+    # -- the NaN guard on the device (step_checks.py) --------------------------------------------
+    Mutant(
+        "nan-flag-not-sticky",
+        CORE + "training/step_checks.py",
+        "torch.maximum(self.flag, bad.float(), out=self.flag)",
+        "self.flag.copy_(bad.float())",
+        "only the bad step's update is skipped: the good steps after it train on until the host reads",
+        (STEP_CHECKS, "-k", "between_host_reads"),
+    ),
+    Mutant(
+        "nan-state-with-later-rng",
+        CORE + "training/step_checks.py",
+        "self.keeper.check_finite(value, what, self.good.position, rng=self.good.rng)",
+        "self.keeper.check_finite(value, what, self.good.position)",
+        "the last good state is saved with the RNG of the later steps (a resume draws other noise)",
+        (STEP_CHECKS, "-k", "resuming_after"),
+    ),
+    Mutant(
+        "ema-ignores-skipped-step",
+        CORE + "training/ema.py",
+        "weight = (1.0 - skip) * (1.0 - self.decay)",
+        "weight = 1.0 - self.decay",
+        "the EMA keeps averaging after a bad step while the optimizer skips it",
+        (STEP_CHECKS, "-k", "ema"),
+    ),
+    Mutant(
+        "save-before-the-window-is-read",
+        CORE + "training/runner.py",
+        "if saving or sampling or validating:",
+        "if sampling or validating:",
+        "a checkpoint and state are saved before the host read the steps since the last read",
+        (RUNNER_TESTS, "-k", "nan_loss"),
     ),
     # -- family units ----------------------------------------------------------------------------
     Mutant(
