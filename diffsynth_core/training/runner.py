@@ -196,7 +196,7 @@ def launch_training_task(
                 if sampling:
                     with ema_weights(ema):
                         samples.render(accelerator, model, position.step)
-                if validating:
+                if validating and validation is not None:
                     validation.evaluate(accelerator, model, position.step, log, ema)
                 if stop.agreed(accelerator, collective=checks.due(position.step)):
                     break
