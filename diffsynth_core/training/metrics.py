@@ -33,7 +33,8 @@ SMOOTHING = 0.9  # of the plotted training loss (TensorBoard's debiased moving a
 class MetricsLog:
     """One row per optimizer step to CSV (and the trackers), plus the progress bar.
 
-    ``accelerator``: whose trackers get the rows (None: CSV only)."""
+    ``accelerator``: whose trackers get the rows (None: CSV only); ``hyperparameters``: the
+    run's settings, given to the trackers when they start."""
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class MetricsLog:
         start_step: int,
         progress: bool = True,
         accelerator: Any = None,
+        hyperparameters: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
         self.csv_path = Path(output_path) / "logs" / "metrics.csv"
@@ -56,7 +58,7 @@ class MetricsLog:
         self._bar: Any = None
         if enabled:
             self._open_csv(start_step)
-            self.trackers = RunTrackers(accelerator, Path(output_path), start_step)
+            self.trackers = RunTrackers(accelerator, Path(output_path), start_step, hyperparameters)
             self._bar = self._open_bar(total_steps, start_step, progress)
 
     def _open_csv(self, start_step: int) -> None:

@@ -49,6 +49,9 @@ class RunOptions(_RunSettings):  # type: ignore[valid-type,misc]
     # the validation dataset (--validation-dataset / --validation-split): see .validation
     validation_data: Any = None
     progress: bool = True
+    # the run's settings for the trackers' hyperparameters (``diffsynth train``: those of
+    # training_args.json); None: these options
+    hyperparameters: dict[str, Any] | None = None
     # the caller seeded every RNG (runner.seed_run) before building the model, as
     # ``diffsynth train`` does: the run seeds nothing again
     seeded: bool = False

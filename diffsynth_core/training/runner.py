@@ -15,7 +15,7 @@ import copy
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,8 +130,9 @@ def launch_training_task(
             opts.on_start()  # the run starts: from here on it writes into the output folder
         accelerator.wait_for_everyone()  # (--overwrite clears the folder before anyone writes)
     log = MetricsLog(
-        output, accelerator.is_main_process, total_steps, position.step, opts.progress, accelerator
-    )
+        output, accelerator.is_main_process, total_steps, position.step, opts.progress, accelerator,
+        opts.hyperparameters or _settings(opts),
+    )  # fmt: skip
     log.write(_resume_note(opts.resume, resume_from, position, states.root))
     # the NaN/inf guard; the losses reach the host (and the log) every --log-every steps
     checks = StepChecks(keeper, log, accelerator, optimizer, opts.log_every, position)
@@ -371,6 +372,13 @@ def seed_run(accelerator: Any, seed: int) -> None:
     from accelerate.utils import set_seed
 
     set_seed(seed + accelerator.process_index)
+
+
+def _settings(opts: RunOptions) -> dict[str, Any]:
+    """A seed-style run's options that are settings (settings.py), for the trackers."""
+    from .settings import BY_NAME
+
+    return {f.name: getattr(opts, f.name) for f in fields(opts) if f.name in BY_NAME}
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -4,7 +4,8 @@ No tracker is written by hand: the names are accelerate's (``LOGGER_TYPE_TO_CLAS
 Accelerator is built with ``log_with`` and a logging folder (``OUTPUT/logs``), and
 :class:`RunTrackers` calls ``init_trackers``, ``accelerator.log`` and each tracker's
 ``log_images``. The run's name (the output folder's name) is the trackers' project: TensorBoard
-writes into ``OUTPUT/logs/<name>/``.
+writes into ``OUTPUT/logs/<name>/``. The run's settings (``training_args.json``'s, or a
+seed-style run's options) are the trackers' hyperparameters (:func:`tracker_config`).
 
 Without ``--report-to`` the run reports to TensorBoard when it is installed and says so in a
 note when it is not; a tracker asked for by name that is not installed is an error before the
@@ -13,6 +14,7 @@ run starts. ``none`` turns trackers off (``logs/metrics.csv`` is always written)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +77,41 @@ def accelerator_kwargs(report_to: str | None, output: Path) -> tuple[dict[str, A
     return {"log_with": names, "project_dir": str(Path(output) / "logs")}, notes
 
 
+def tracker_config(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The run's settings as the trackers' hyperparameters (``init_trackers(config=...)``):
+    nested mappings flattened to ``a/b`` keys, and every value a number, a bool or a string
+    (TensorBoard's hparams take nothing else): None is ``"none"``, a list its items joined by
+    commas. The command line is left out (the settings say it)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key == "command":
+            continue
+        if isinstance(value, Mapping):
+            flat.update(tracker_config(value, prefix=f"{name}/"))
+        elif value is None:
+            flat[name] = "none"
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 class RunTrackers:
     """The trackers of one run: those the Accelerator was built with (``log_with``), started
     on the main process when the run starts and finished at its end. A seed-style script
     that builds ``Accelerator()`` without ``log_with`` gets the CSV log only."""
 
-    def __init__(self, accelerator: Any, output: Path, start_step: int) -> None:
+    def __init__(
+        self,
+        accelerator: Any,
+        output: Path,
+        start_step: int,
+        hyperparameters: Mapping[str, Any] | None = None,
+    ) -> None:
         self.accelerator = accelerator
         if accelerator is None or not accelerator.log_with:
             self.accelerator = None
@@ -90,7 +121,10 @@ class RunTrackers:
         # resumed: hide the events a killed run logged after the resumed step (TensorBoard
         # appends a new event file to the same run folder)
         init = {"tensorboard": {"purge_step": start_step + 1}} if start_step else {}
-        accelerator.init_trackers(Path(output).resolve().name or "diffsynth", init_kwargs=init)
+        config = tracker_config(hyperparameters) if hyperparameters else None
+        accelerator.init_trackers(
+            Path(output).resolve().name or "diffsynth", config=config, init_kwargs=init
+        )
 
     @property
     def active(self) -> list[Any]:

@@ -143,3 +143,36 @@ def test_validation_losses_reach_the_trackers_as_in_validation_csv(
     logged = [(e.step, e.value) for e in events.Scalars("val/loss")]
     assert [s for s, _ in logged] == [s for s, _ in expected] == [0, 1, 2]
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_run_settings_are_the_trackers_hyperparameters(
+    toy_manager: Any, tiny_toy: Path, data: Path, tmp_path: Path
+) -> None:
+    """TensorBoard gets training_args.json's settings as hparams (accelerate writes them to an
+    hparams.yml too): a user comparing runs sees the learning rate and rank."""
+    pytest.importorskip("tensorboard")
+    import json
+
+    import yaml
+
+    out = tmp_path / "run"
+    done = _train(tiny_toy, data, out, "--max-steps", "2", "--learning-rate", "3e-4", "--lora-rank", "4")
+    assert done.exit_code == 0, done.output
+    files = list((out / "logs" / "run").rglob("hparams.yml"))  # in TensorBoard's hparams run
+    assert len(files) == 1
+    hparams = yaml.safe_load(files[0].read_text())
+    saved = json.loads((out / "training_args.json").read_text())
+    assert hparams["config/learning_rate"] == 3e-4 and hparams["config/lora_rank"] == 4
+    assert hparams["family"] == saved["family"] == "toy"
+    assert hparams["config/max_steps"] == 2 and "command" not in hparams
+    assert all(isinstance(v, (bool, int, float, str)) for v in hparams.values())
+
+
+def test_tracker_config_flattens_and_keeps_only_plain_values() -> None:
+    from diffsynth_core.training.trackers import tracker_config
+
+    flat = tracker_config({"config": {"rank": 4, "dropout": None, "targets": ["a", "b"],
+                                      "path": Path("x")}, "command": ["diffsynth"], "n": 2})  # fmt: skip
+    assert flat == {"config/rank": 4, "config/dropout": "none", "config/targets": "a,b",
+                    "config/path": "x", "n": 2}  # fmt: skip

@@ -497,7 +497,7 @@ def _train(run: TrainRun, accelerator: Any, echo: Callable[[str], None]) -> Any:
 
     return launch_training_task(
         accelerator, dataset, module, logger, on_start=on_start, validation_data=validation,
-        **options,
+        hyperparameters=args, **options,
     )  # fmt: skip
 
 
