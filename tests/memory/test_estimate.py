@@ -46,6 +46,25 @@ def test_fp8_and_int8_shrink_the_base_weights_by_one_byte_per_quantized_weight(
         )
 
 
+def test_fp8_compute_keeps_two_fp8_copies_and_dequantizes_no_weight(
+    estimator: Estimator, lora: MemorySettings
+) -> None:
+    bf16 = estimator.estimate(lora)
+    run = estimator._run(lora, 1)
+    units = estimator.spec.units
+    scales = (run.sizes["quantized_rows"] + run.sizes["quantized_cols"]) * units * 4
+    fp8 = estimator.estimate(lora.but(base_precision="fp8-compute"))
+    # two 1-byte copies: the bytes of the bf16 weight, plus the scales
+    assert fp8.base_weights - bf16.base_weights == scales
+    fp32 = lora.but(mixed_precision="no")
+    saved = (
+        estimator.estimate(fp32).base_weights
+        - estimator.estimate(fp32.but(base_precision="fp8-compute")).base_weights
+    )
+    assert saved == run.sizes["quantized"] * units * (4 - 2) - scales
+    assert (fp8.temporaries, fp8.activations) == (bf16.temporaries, bf16.activations)
+
+
 def test_block_swap_keeps_the_rest_and_two_blocks_in_flight(
     estimator: Estimator, lora: MemorySettings
 ) -> None:
