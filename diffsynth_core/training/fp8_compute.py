@@ -2,17 +2,21 @@
 
 ``--base-precision fp8`` (torchao's weight-only fp8) stores the weights in fp8 but dequantizes
 them to bf16 inside every matmul: it saves memory, not compute. Here both matrix products a
-frozen linear layer takes part in run as fp8 x fp8 ``torch._scaled_mm`` calls:
+frozen linear layer takes part in run as fp8 x fp8 ``torch._scaled_mm`` calls, on one fp8
+copy of ``W`` (out x in, e4m3, one fp32 scale ``s`` per output row: the bytes of torchao's fp8):
 
-* forward, ``y = x @ W^T``: ``x`` quantized per token (one scale per row), ``W`` per output
-  row; the two scales apply to the product's rows and columns after the matmul;
-* backward, ``grad_x = g @ W``: ``g`` quantized per token, ``W`` per *input* column. That
-  needs a second fp8 copy of ``W``, stored transposed (``_scaled_mm`` wants its second operand
-  column-major, with one scale per output column). Two fp8 copies take the bytes of one bf16
-  copy, plus one fp32 scale per row and per column.
+* forward, ``y = x @ W^T``: ``x`` quantized per token (one scale per row); the token scales
+  and ``s`` apply to the product's rows and columns after the matmul;
+* backward, ``grad_x = g @ W = (g * s) @ W_fp8``: ``s`` lies along the contracted axis here,
+  so it is folded into ``g`` before ``g`` is quantized per token, and ``W_fp8`` needs no scale.
+  ``_scaled_mm`` wants its second operand column-major, which for ``W`` is ``W^T`` stored
+  row-major: one transposed fp8 copy of the layer, made in backward and freed after it (a
+  temporary of one byte per weight, one layer at a time). A second, per-column quantized copy
+  kept for backward would double the stored bytes (to those of bf16) and measured no more
+  accurate (relative error of ``g @ W`` 3.5% either way, rows and columns of ``W`` 100x apart).
 
 No weight gradient is ever computed (the base is frozen: a third of a trained layer's matmul
-work), so nothing of the input is saved for backward either: only the layer's own fp8 copy.
+work), so nothing of the input is saved for backward either: only the layer's own fp8 weight.
 
 Why by hand: no maintained library does "fp8 forward and fp8 input gradient, no weight
 gradient" for a frozen layer. torchao's ``Float8DynamicActivationFloat8WeightConfig`` is an
@@ -26,10 +30,10 @@ data: relative error of ``g @ W`` 3.7% with e4m3, 5.9% with e5m2). CUDA's rowwis
 takes e4m3 x e4m3 (its second operand must be e4m3 in any case).
 
 The layer is an ``nn.Linear`` subclass, so peft wraps it as any linear layer (its LoRA
-forward calls the base layer, then adds the adapter). The fp8 copies are frozen
-``Parameter`` s rather than buffers so that ``--blocks-to-swap`` (which moves a block's frozen
-parameters) moves them too; ``weight`` is a read-only property that dequantizes the forward
-copy, for code that reads a linear layer's weight (peft's dtype and device, DoRA's norm).
+forward calls the base layer, then adds the adapter). The fp8 weight and its scales are
+frozen ``Parameter`` s rather than buffers so that ``--blocks-to-swap`` (which moves a block's
+frozen parameters) moves them too; ``weight`` is a read-only property that dequantizes them,
+for code that reads a linear layer's weight (peft's dtype and device, DoRA's norm).
 """
 
 from __future__ import annotations
@@ -44,15 +48,21 @@ MULTIPLE = 16
 MIN_AMAX = 1e-12
 
 
-def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``tensor`` (2-D) in e4m3 with one fp32 scale per row: ``q * scale`` is ``tensor``."""
-    amax = tensor.detach().abs().amax(dim=1, keepdim=True).float()
+def quantize_rows(
+    tensor: torch.Tensor, columns: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tensor`` (2-D; times ``columns``, 1 x its width, if given) in e4m3 with one fp32 scale
+    per row: ``q * scale`` is that product."""
+    # computed in the tensor's dtype, or fp32 for fp16 (whose range a scale can leave): the
+    # temporary is one copy of the tensor, and bf16's 8 mantissa bits round finer than
+    # e4m3's 3 (the clamp catches a bf16-rounded scale's 448.x)
+    dtype = torch.promote_types(tensor.dtype, torch.bfloat16)
+    values = tensor.detach().to(dtype)
+    if columns is not None:
+        values = values * columns.to(dtype)
+    amax = values.abs().amax(dim=1, keepdim=True).float()
     scale = amax.clamp(min=MIN_AMAX) / FP8_MAX
-    # divided in the tensor's own dtype: the temporary is one copy of it, not an fp32 one
-    # (bf16's 8 mantissa bits round finer than e4m3's 3); the clamp catches a bf16-rounded
-    # scale's 448.x
-    scaled = tensor.detach() / scale.to(tensor.dtype)
-    data = scaled.clamp_(-FP8_MAX, FP8_MAX).to(FP8)
+    data = (values / scale.to(dtype)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
     return data, scale
 
 
@@ -80,14 +90,12 @@ class _Fp8Matmul(torch.autograd.Function):
         x: torch.Tensor,
         weight: torch.Tensor,
         weight_scale: torch.Tensor,
-        weight_t: torch.Tensor,
-        weight_t_scale: torch.Tensor,
     ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # a copy only when x is not contiguous
         data, scale = quantize_rows(rows)
         out = _scaled_mm(data, scale, weight, weight_scale)
-        # the transposed copy only (a reference to the layer's own tensor: no new memory)
-        ctx.save_for_backward(weight_t, weight_t_scale)
+        # the layer's own tensors only (references: no new memory), nothing of x
+        ctx.save_for_backward(weight, weight_scale)
         ctx.dtype = x.dtype  # type: ignore[attr-defined]  # ctx takes any attribute
         return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
 
@@ -95,20 +103,22 @@ class _Fp8Matmul(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        weight_t, weight_t_scale = ctx.saved_tensors  # type: ignore[attr-defined]
+        weight, weight_scale = ctx.saved_tensors  # type: ignore[attr-defined]
         rows = grad.reshape(-1, grad.shape[-1])
-        data, scale = quantize_rows(rows)
-        grad_x = _scaled_mm(data, scale, weight_t, weight_t_scale)
+        data, scale = quantize_rows(rows, columns=weight_scale)  # g * s, per token
+        ones = torch.ones(1, weight.shape[1], device=weight.device)  # s is folded into g
+        # W^T stored row-major is W column-major: the layout _scaled_mm's operand needs
+        grad_x = _scaled_mm(data, scale, weight.t().contiguous(), ones)
         dtype = ctx.dtype  # type: ignore[attr-defined]
-        return grad_x.to(dtype).reshape(*grad.shape[:-1], weight_t.shape[0]), None, None, None, None
+        return grad_x.to(dtype).reshape(*grad.shape[:-1], weight.shape[1]), None, None
 
 
 class Fp8Linear(torch.nn.Linear):
     """A frozen linear layer whose matmuls run in fp8 (see the module docstring).
 
-    ``weight_fp8`` is ``W`` (out x in) with ``weight_scale`` (1 x out), ``weight_t_fp8`` is
-    ``W^T`` (in x out) with ``weight_t_scale`` (1 x in); all four are frozen parameters. The
-    bias, if any, stays as it was and is added in the output's dtype."""
+    ``weight_fp8`` is ``W`` (out x in, e4m3) and ``weight_scale`` its scales (1 x out, fp32),
+    both frozen parameters. The bias, if any, stays as it was and is added in the output's
+    dtype."""
 
     def __init__(self, layer: torch.nn.Linear) -> None:
         torch.nn.Module.__init__(self)  # not Linear's: it would allocate a weight
@@ -116,22 +126,17 @@ class Fp8Linear(torch.nn.Linear):
         weight = layer.weight.detach()
         self.compute_dtype = weight.dtype  # what ``weight`` dequantizes to
         data, scale = quantize_rows(weight)
-        data_t, scale_t = quantize_rows(weight.t())
         self.weight_fp8 = _frozen(data)
         self.weight_scale = _frozen(scale.t().contiguous())
-        self.weight_t_fp8 = _frozen(data_t.contiguous())
-        self.weight_t_scale = _frozen(scale_t.t().contiguous())
         self.bias = layer.bias
 
     @property  # type: ignore[override]  # Linear's weight is a Parameter attribute
     def weight(self) -> torch.Tensor:
-        """The forward copy dequantized (a new tensor on every read: no one trains it)."""
+        """``W`` dequantized (a new tensor on every read: no one trains it)."""
         return (self.weight_fp8.float() * self.weight_scale.t()).to(self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _Fp8Matmul.apply(
-            x, self.weight_fp8, self.weight_scale, self.weight_t_fp8, self.weight_t_scale
-        )
+        out = _Fp8Matmul.apply(x, self.weight_fp8, self.weight_scale)
         assert isinstance(out, torch.Tensor)  # apply is typed as Any
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
