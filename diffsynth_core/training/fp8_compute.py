@@ -85,7 +85,7 @@ class _Fp8Matmul(torch.autograd.Function):
     """``x @ W^T`` in fp8; backward returns the input's gradient only, also in fp8."""
 
     @staticmethod
-    def forward(  # type: ignore[override]  # autograd's signature is (ctx, *args)
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: torch.Tensor,
         weight: torch.Tensor,
@@ -100,7 +100,7 @@ class _Fp8Matmul(torch.autograd.Function):
         return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         weight, weight_scale = ctx.saved_tensors  # type: ignore[attr-defined]
@@ -130,8 +130,8 @@ class Fp8Linear(torch.nn.Linear):
         self.weight_scale = _frozen(scale.t().contiguous())
         self.bias = layer.bias
 
-    @property  # type: ignore[override]  # Linear's weight is a Parameter attribute
-    def weight(self) -> torch.Tensor:
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]  # Linear's is a Parameter
         """``W`` dequantized (a new tensor on every read: no one trains it)."""
         return (self.weight_fp8.float() * self.weight_scale.t()).to(self.compute_dtype)
 
