@@ -135,6 +135,12 @@ class Fp8Linear(torch.nn.Linear):
         """``W`` dequantized (a new tensor on every read: no one trains it)."""
         return (self.weight_fp8.float() * self.weight_scale.t()).to(self.compute_dtype)
 
+    def requantize(self, weight: torch.Tensor) -> None:
+        """Store ``weight`` (out x in) instead: how a LoRA is merged into the layer
+        (``--merge-lora``; writing into what ``weight`` returns would change a copy)."""
+        data, scale = quantize_rows(weight.detach().to(self.weight_fp8.device))
+        self.weight_fp8.data, self.weight_scale.data = data, scale.t().contiguous()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = _Fp8Matmul.apply(x, self.weight_fp8, self.weight_scale)
         assert isinstance(out, torch.Tensor)  # apply is typed as Any

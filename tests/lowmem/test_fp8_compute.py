@@ -276,3 +276,51 @@ def test_an_fp8_compute_run_through_the_cli_prints_what_it_replaced(
     assert "base precision fp8-compute: dit: 28 linear layers" in done.stdout + done.stderr
     saved = load_file(str(tmp_path / "run" / "final.safetensors"))
     assert saved and all(".lora_A." in k or ".lora_B." in k for k in saved)
+
+
+@pytest.mark.slow
+def test_block_swap_moves_the_fp8_weights_and_trains_as_without(
+    qwen_tiny: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fp8 weights are frozen parameters: swap moves them, and its saved-tensor hook
+    refetches what the backward of Fp8Linear needs (no checkpointing: autograd keeps it)."""
+    from diffsynth_core.training import swap as swap_module
+
+    from .conftest import losses, run_train
+
+    moved: set[str] = set()
+    original = swap_module.install_block_swap
+
+    def spy(*args: object) -> object:
+        swap = original(*args)
+        moved.update(name for slots in swap.slots.values() for _, name in slots)
+        return swap
+
+    monkeypatch.setattr(swap_module, "install_block_swap", spy)
+    common = dict(
+        model="qwen-image", model_path=str(qwen_tiny), dataset=str(images), max_steps=3,
+        base_precision="fp8-compute", cache_features=True, gradient_checkpointing=False,
+    )  # fmt: skip
+    swapped = run_train(**common, output=str(tmp_path / "swap"), blocks_to_swap=1)
+    plain = run_train(**common, output=str(tmp_path / "plain"))
+    assert {"weight_fp8", "weight_scale"} <= moved  # what Fp8Linear holds, swapped
+    assert losses(swapped) == losses(plain)
+
+
+def test_a_merged_lora_changes_an_fp8_compute_layer_as_it_changes_a_full_one() -> None:
+    """``--merge-lora`` writes into the base weights: an Fp8Linear re-quantizes, since its
+    ``weight`` is a dequantized copy (writing into it changed nothing before)."""
+    from diffsynth_core.lora.inject import merge_lora
+
+    full = torch.nn.Sequential(_layer())
+    fp8 = torch.nn.Sequential(_layer())
+    quantize_model(fp8, "fp8-compute")
+    gen = torch.Generator().manual_seed(3)
+    lora = {"0.lora_A.weight": torch.randn(4, 128, generator=gen),
+            "0.lora_B.weight": torch.randn(128, 4, generator=gen)}  # fmt: skip
+    x = torch.randn(8, 128, generator=gen)
+    before = fp8(x)
+    assert merge_lora(full, lora) == merge_lora(fp8, lora) == 1
+    change, expected = fp8(x) - before, x @ (lora["0.lora_B.weight"] @ lora["0.lora_A.weight"]).t()
+    assert float((change - expected).norm() / expected.norm()) < BOUND
+    assert float((fp8(x) - full(x)).norm() / full(x).norm()) < BOUND
