@@ -238,6 +238,10 @@ def merge_lora(
         if MAGNITUDE in parts:  # DoRA at strength ``scale``: the update, then the norms
             magnitude = parts[MAGNITUDE].to(weight.device)
             merged = dora_weight(weight, delta.to(weight.device) * scale, magnitude)
-        weight.data.copy_(merged.to(weight.dtype))
+        requantize = getattr(layer, "requantize", None)  # an fp8-compute layer (Fp8Linear)
+        if requantize is not None:
+            requantize(merged)  # its ``weight`` is a dequantized copy
+        else:
+            weight.data.copy_(merged.to(weight.dtype))
         count += 1
     return count

@@ -9,7 +9,8 @@ checks that against real tensors.
 
 The settings that do not change the traced step are applied by their analytic amount:
 ``base_precision`` fp8/int8 (each quantized Linear weight of the blocks takes 1 byte plus a
-4-byte scale per output row, and one layer's weight is dequantized at a time: a temporary),
+4-byte scale per output row, and one layer's weight is dequantized at a time: a temporary;
+fp8-compute stores the same, and its temporary is one layer's transposed fp8 weight),
 ``blocks_to_swap`` (the GPU holds the other blocks and ~2 in flight), ``cache`` (without it
 the frozen text encoder and VAE weights are on the GPU, and the VAE encode's activations
 peak before the step), ``gradient_checkpointing_offload`` (the block inputs checkpointing
@@ -28,10 +29,11 @@ from ..errors import ConfigError
 from .fake import default_dtype, fake_world, tracked_forward, tracked_step
 from .spec import RealSize, Shape
 
-PRECISIONS = ("bf16", "fp8", "int8", "nf4")
+PRECISIONS = ("bf16", "fp8", "int8", "nf4", "fp8-compute")
 # bytes per quantized Linear weight, scales aside (fp8/int8 add one fp32 scale per row; nf4's
-# 0.5157 includes its block scales: torchao's NF4Tensor, measured by the quantization tests)
-QUANT_BYTES = {"fp8": 1.0, "int8": 1.0, "nf4": 0.5157}
+# 0.5157 includes its block scales: torchao's NF4Tensor, measured by the quantization tests;
+# fp8-compute: Fp8Linear's e4m3 weight and a scale per row, as fp8)
+QUANT_BYTES = {"fp8": 1.0, "int8": 1.0, "nf4": 0.5157, "fp8-compute": 1.0}
 GiB = 2**30
 
 
@@ -130,7 +132,9 @@ class Estimator:
             rows = sizes["quantized_rows"] * 4 if s.base_precision != "nf4" else 0
             per_weight = QUANT_BYTES[s.base_precision]
             quant_saving = int(sizes["quantized"] * (s.weight_bytes - per_weight) - rows)
-            temporaries += one.sizes["largest_linear"] * 2  # one dequantized weight at a time
+            # one dequantized weight at a time; fp8-compute: one transposed fp8 weight (backward)
+            temporary = 1 if s.base_precision == "fp8-compute" else 2
+            temporaries += one.sizes["largest_linear"] * temporary
         per_block = (sizes["block_weights"] - quant_saving) / self.spec.num_blocks
         swap_saving = int(max(0, min(s.blocks_to_swap, self.spec.num_blocks) - 2) * per_block)
         optimizer = at("peak", "optimizer") // (4 if s.eight_bit_optimizer else 1)

@@ -6,6 +6,10 @@ weight-only, one scale per output row; ``NF4Tensor``: QLoRA's 4-bit normal float
 LoRA layers (peft wraps a quantized linear layer as it wraps any other) and gradients keep the
 run's precision: only the stored weights shrink. No kernel here is ours.
 
+``fp8-compute`` is the exception: the layers become :class:`~.fp8_compute.Fp8Linear`, whose
+forward and input-gradient matmuls run in fp8 (``torch._scaled_mm``; see that module for why
+it is written here). Layers whose sizes are not multiples of 16 stay as they are.
+
 Which models are quantized, and which of their layers stay in the run's precision, the family
 declares (``ModelFamily.high_precision_modules``): the keys are the frozen base models, the
 values the layers kept (the input projections, the timestep embedding, the final norm and
@@ -28,9 +32,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, PluginError
+from . import fp8_compute
 
-PRECISIONS = ("bf16", "fp8", "int8", "nf4", "int4")
-QUANTIZED = ("fp8", "int8", "nf4", "int4")  # weights stored in a torchao tensor subclass
+PRECISIONS = ("bf16", "fp8", "int8", "nf4", "int4", "fp8-compute")
+# weights stored in a torchao tensor subclass, or (fp8-compute) in an Fp8Linear's fp8 copies
+QUANTIZED = ("fp8", "int8", "nf4", "int4", "fp8-compute")
 # what an NF4 weight needs: whole blocks of 64 values and of 256 block scales (torchao's sizes)
 NF4_BLOCK, NF4_SCALER_BLOCK = 64, 256
 # loggers whose import-time warnings say nothing to a user: torchao's GPU extensions missing
@@ -140,6 +146,7 @@ def quantize_model(
         and id(layer) not in skipped
         and not _kept(name, keep)
         and (precision != "nf4" or _nf4_fits(layer))
+        and (precision != "fp8-compute" or fp8_compute.fits(layer))
     ]
     if precision == "bf16":
         for name in names:
@@ -155,6 +162,8 @@ def quantize_model(
             weight = to_nf4(layer.weight.detach(), NF4_BLOCK, _nf4_scaler_block(layer.weight))
             layer.weight = torch.nn.Parameter(weight, requires_grad=False)
         return names
+    if precision == "fp8-compute":
+        return fp8_compute.to_fp8_compute(model, names)
     from torchao.quantization import quantize_
 
     chosen = set(names)

@@ -145,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
            "products' and attention's outputs, recompute the pointwise ops) [full]"),
     S("base_precision", str, None, "memory", on_resume="differs",
       help="store the frozen base models' weights in bf16, fp8, int8 or nf4 (torchao; int4 where "
-           "a kernel exists) [as loaded]"),
+           "a kernel exists), or fp8-compute (fp8 weights and fp8 matrix products) [as loaded]"),
     S("lora_dtype", str, "fp32", "lora", choices=("fp32", "bf16"), on_resume="refuse",
       help="dtype of the trainable LoRA weights [fp32]"),
     S("save_dtype", str, None, "saving", choices=("fp32", "bf16", "fp16"),

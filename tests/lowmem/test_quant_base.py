@@ -137,7 +137,7 @@ def test_start_up_refusals() -> None:
 def test_int4_without_its_kernel_is_one_error_and_nf4_fp8_int8_run_on_cpu() -> None:
     with pytest.raises(ConfigError, match=r"--base-precision int4 cannot run on cpu \(.*mslk"):
         check_device_runs("int4", "cpu")
-    for precision in ("fp8", "int8", "nf4"):
+    for precision in ("fp8", "int8", "nf4", "fp8-compute"):
         check_device_runs(precision, "cpu")
 
 

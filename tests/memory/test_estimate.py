@@ -46,6 +46,18 @@ def test_fp8_and_int8_shrink_the_base_weights_by_one_byte_per_quantized_weight(
         )
 
 
+def test_fp8_compute_stores_as_fp8_and_transposes_one_fp8_weight_at_a_time(
+    estimator: Estimator, lora: MemorySettings
+) -> None:
+    fp8 = estimator.estimate(lora.but(base_precision="fp8"))
+    compute = estimator.estimate(lora.but(base_precision="fp8-compute"))
+    assert compute.base_weights == fp8.base_weights  # 1 byte per weight, a scale per row
+    # its backward's transposed fp8 copy (1 byte per weight) instead of a dequantized one
+    largest = estimator._run(lora, 1).sizes["largest_linear"]
+    assert fp8.temporaries - compute.temporaries == largest * (2 - 1)
+    assert compute.activations == fp8.activations
+
+
 def test_block_swap_keeps_the_rest_and_two_blocks_in_flight(
     estimator: Estimator, lora: MemorySettings
 ) -> None:

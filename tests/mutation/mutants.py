@@ -468,4 +468,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "a unit whose model is being trained is cached anyway (its features go stale)",
         (KILLS, "-k", "never_cached"),
     ),
+    # -- fp8 compute: a wrong scale trains on a wrong gradient, silently -------------------------
+    Mutant(
+        "fp8-compute-backward-drops-the-weight-scale",
+        CORE + "training/fp8_compute.py",
+        "data, scale = quantize_rows(rows, columns=weight_scale)",
+        "data, scale = quantize_rows(rows)",
+        "fp8-compute's input gradient forgets the weight's row scales (off by 1/s per column)",
+        ("tests/lowmem/test_fp8_compute.py", "-k", "follow_the_full_precision_layer"),
+    ),
+    Mutant(
+        "fp8-compute-merge-writes-a-copy",
+        CORE + "lora/inject.py",
+        "        if requantize is not None:\n",
+        "        if False:\n",
+        "--merge-lora into an fp8-compute base writes into a dequantized copy (merges nothing)",
+        ("tests/lowmem/test_fp8_compute.py", "-k", "merged_lora"),
+    ),
 )
