@@ -77,3 +77,25 @@ def test_lycoris_in_comfyui_names_is_refused_for_a_family_that_renames_its_keys(
     with pytest.raises(ConfigError, match="use --lora-format peft"):
         check_lora_variant(lokr, renaming)
     check_lora_variant(TrainConfig(lora_type="loha", lora_format="peft"), renaming)
+
+
+def test_merge_lora_into_an_fp8_base_merges_before_quantizing(
+    load_qwen: Callable[[], Any], qwen_tiny: Path, tmp_path: Path
+) -> None:
+    """torchao's fp8 weights take no in-place add (merging into them was a traceback): the
+    LoRA is merged into the loaded weights, which are then stored in fp8."""
+    preset = trained(load_qwen, use_dora=False)
+    path = export(lora_state_dict(preset.dit), "diffusers", tmp_path / "preset.safetensors")
+    module = built(qwen_tiny, tmp_path, merge_lora=str(path), base_precision="fp8")
+    want = dict(hand_merged(load_qwen, preset).dit.named_modules())
+    base = dict(load_qwen().dit.named_modules())
+    closer = 0
+    for name, layer in module.pipe.dit.named_modules():
+        if hasattr(layer, "base_layer") and name in want:
+            weight = layer.base_layer.weight
+            assert type(weight).__name__ == "Float8Tensor"  # stored in fp8
+            got = weight.dequantize().float()
+            to_merged = (got - want[name].weight.float()).norm()
+            to_base = (got - base[name].weight.float()).norm()
+            closer += bool(to_merged < to_base)
+    assert closer == 10  # every merged layer holds the merge (within fp8's rounding)

@@ -295,7 +295,8 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
         pipe, trainable_models=c.trainable_models, lora_base_model=c.lora_base_model, lora_target_modules=c.lora_target_modules,
         lora_rank=c.lora_rank, lora_alpha=c.lora_alpha, lora_checkpoint=c.lora_checkpoint, allow_pickle=c.allow_pickle,
         lora_dtype=torch.bfloat16 if c.lora_dtype == "bf16" else torch.float32,
-        preset_lora_path=c.merge_lora, lora_dropout=c.lora_dropout, use_dora=c.use_dora, use_rslora=c.use_rslora,
+        preset_lora_path=None if _merge_before_quantizing(c) else c.merge_lora,
+        lora_dropout=c.lora_dropout, use_dora=c.use_dora, use_rslora=c.use_rslora,
         lora_type=c.lora_type,
     )  # fmt: skip
     for name in split_targets(c.trainable_models or ""):
@@ -327,6 +328,14 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
 
         cache.attach(module, load_dropped)
     return module, where
+
+
+def _merge_before_quantizing(c: Any) -> bool:
+    """``--merge-lora`` with a quantized base: merged into the loaded weights before they are
+    quantized (torchao's quantized weights take no in-place add)."""
+    from ...training.quantize import QUANTIZED
+
+    return bool(c.merge_lora and c.base_precision in QUANTIZED and c.lora_base_model)
 
 
 def check_base_precision_runs(precision: str | None, accelerator: Any) -> None:
@@ -361,6 +370,11 @@ def _load_at_base_precision(
     pipe = load(run.family, configs, device="cpu" if quantized or swap else device, torch_dtype=dtype,
                 options=run.options, purpose="train")  # fmt: skip
     trained = split_targets(c.trainable_models or "")
+    if _merge_before_quantizing(c):  # into the full-precision weights, quantized with them
+        from ...lora.inject import merge_lora, read_lora_file
+
+        target = getattr(pipe, c.lora_base_model or "")
+        merge_lora(target, read_lora_file(c.merge_lora, target, c.allow_pickle, run.family))
     done = quantize.apply_base_precision(pipe, c.base_precision, trainable_models=trained)
     quantize.peft_quiet()
     if quantized and device != "cpu" and not swap:
