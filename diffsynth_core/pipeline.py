@@ -331,6 +331,8 @@ def load_pipeline(
 ) -> BasePipeline:
     """Load ``family``'s pipeline with its loader, then add its units and contributed ones.
 
+    ``model_configs`` None: the family's files under ``model_path``; a mapping loads exactly
+    those models (``{}``: none, the pipeline and its units only, where the loader allows).
     ``options`` (the family options the user gave) and ``purpose`` (``train``, ``generate``
     or ``python``) are passed to the loader. A ``diffsynth_load_pipeline`` implementation that
     answers overrides the family's loader (cross-cutting plugins); ``diffsynth_pipeline_units``
@@ -341,7 +343,9 @@ def load_pipeline(
     manager = get_plugin_manager()
     if isinstance(family, str):
         family = manager.get_family(family)
-    configs = dict(model_configs) if model_configs else resolve_model_configs(family, model_path)
+    configs = (
+        dict(model_configs) if model_configs is not None else resolve_model_configs(family, model_path)
+    )
     arguments = {
         "model_configs": configs,
         "device": device,

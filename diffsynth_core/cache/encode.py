@@ -18,7 +18,7 @@ from ..errors import BadSampleError, ConfigError, PluginError
 from .fingerprint import digest, row_fingerprints, row_hash, settings_fingerprint, unit_fingerprint
 from .folder import INDEX, CacheFolder
 from .keys import call_key, copied, delta
-from .plan import CachePlan, plan_for
+from .plan import CachePlan, plan_for, plan_units
 
 Inputs = dict[str, Any]
 
@@ -43,13 +43,64 @@ class CacheReport:
         )
 
 
-def cache_module(run: Any, accelerator: Any) -> Any:
-    """The training module ``diffsynth cache`` encodes with: the one place it builds its
-    pipeline (as training would, every model loaded, in training mode)."""
+def cache_module(run: Any, accelerator: Any) -> tuple[Any, CachePlan, str]:
+    """(the training module ``diffsynth cache`` encodes with, its plan, a note): the one place
+    it builds its pipeline.
+
+    The denoisers (``ModelFamily.blocks``: the largest models, never needed by a cached unit)
+    are not loaded, so a cache for a 20B DiT is built on a GPU that holds only the encoders.
+    Nothing is trained here, so the plan comes from the run's settings (the models it trains)
+    and the units' declarations, as training computes it. A family whose loader cannot do
+    without its denoiser is loaded whole, as training loads it, and the note says so."""
     from ..cli.run.build import build_module
 
+    lean = _without_denoisers(run, accelerator)
+    if lean is not None:
+        return lean, _plan(run, lean.pipe), ""
     module, _where = build_module(run, accelerator)
-    return module
+    note = f"{run.family.name}'s loader needs its denoiser: every model was loaded"
+    return module, plan_for(module.pipe), note
+
+
+def _trained(run: Any) -> set[str]:
+    """The models the run trains: the LoRA base and --trainable-models."""
+    from ..lora.inject import split_targets
+
+    c = run.config
+    return set(split_targets(c.trainable_models or "")) | ({c.lora_base_model} - {None, ""})
+
+
+def _plan(run: Any, pipe: Any) -> CachePlan:
+    denoisers = set(getattr(run.family, "blocks", {}) or {})
+    return plan_units(pipe.units, pipe.model_names, _trained(run), denoisers)
+
+
+def _without_denoisers(run: Any, accelerator: Any) -> Any:
+    """The module over a pipeline loaded without the family's denoisers, in training mode
+    without LoRA (what the cached units run is frozen); None when the loader needs them."""
+    from ..cli.run.build import module_inputs, pipeline_dtype
+    from ..cli.run.presets import COMPONENT_FLAGS, model_configs
+    from ..errors import DiffSynthError
+    from ..pipeline import load_pipeline
+    from ..plugins import get_plugin_manager
+    from ..training.module import PipelineTrainingModule, switch_pipe_to_training_mode
+
+    c, family = run.config, run.family
+    denoisers = set(getattr(family, "blocks", {}) or {})
+    if not denoisers:
+        return None
+    files = {flag: getattr(c, flag) for flag in COMPONENT_FLAGS}
+    configs, _ = model_configs(family, c.model_path, c.preset, c.allow_pickle, files)
+    lean = {name: config for name, config in configs.items() if name not in denoisers}
+    try:
+        pipe = load_pipeline(family, lean, device=str(accelerator.device), torch_dtype=pipeline_dtype(accelerator),
+                             options=run.options, purpose="train")  # fmt: skip
+    except DiffSynthError:
+        raise  # the user's to fix (a missing file ...): loading everything would say the same
+    except Exception:  # noqa: BLE001 -- the family's loader reads a denoiser: load it whole
+        return None
+    switch_pipe_to_training_mode(pipe)  # frozen, eval, the training schedule
+    return PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), module_inputs(run))
 
 
 Call = tuple[str, str, Any]  # (key, unit name, entry)
@@ -149,9 +200,10 @@ def build_cache(
     accelerator = make_accelerator(c)
     dataset = build_dataset(c, run.family)
     rows = row_fingerprints(dataset)
-    module = cache_module(run, accelerator)
+    module, plan, note = cache_module(run, accelerator)
     pipe = module.pipe
-    plan = plan_for(pipe)
+    if note and accelerator.is_main_process:
+        echo(f"note: {note}")
     if not plan.cached:
         raise ConfigError(
             f"{run.family.name}: no unit can be cached with these settings (see `diffsynth train "

@@ -69,6 +69,19 @@ def test_training_from_the_cache_equals_training_without_it_and_never_builds_the
     assert same_weights(lora(root / "cached"), lora(root / "plain"))  # bitwise, fp32 on CPU
 
 
+def test_the_cache_is_built_without_the_dit(
+    setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20B DiT need not fit beside the encoders: `diffsynth cache` never builds it, and the
+    cache equals the one the fixture built (a cache that trains as no cache does)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    guard = NeverBuilt(monkeypatch, QwenImageTransformer2DModel)
+    ok(invoke("cache", *common(setup["data"]), "--output", tmp_path / "cache", "--no-progress"))
+    assert guard.built == []
+    assert same_cache(tmp_path / "cache", setup["cache"])
+
+
 def test_sample_images_load_the_dropped_models_only_while_sampling(setup: dict[str, Path]) -> None:
     root, data, cache = setup["root"], setup["data"], setup["cache"]
     (root / "prompts.txt").write_text("a red circle\n")

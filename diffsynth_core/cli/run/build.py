@@ -314,12 +314,7 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
     trained = [c.lora_base_model] if c.lora_base_model else split_targets(c.trainable_models or "")
     if trained:  # (nothing trained: the optimizer says so)
         apply_speed_settings(pipe, trained[0], c, accelerator.device)
-    extra = {
-        "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
-        "use_gradient_checkpointing_policy": c.gradient_checkpointing_policy,
-        **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
-    }  # fmt: skip
-    module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), extra)
+    module = PipelineTrainingModule(pipe, get_plugin_manager().get_loss(c.loss), module_inputs(run))
     if cache is not None:
 
         def load_dropped() -> Any:  # sample images only: the dropped models, for their duration
@@ -328,6 +323,16 @@ def build_module(run: TrainRun, accelerator: Any, cache: Any = None) -> tuple[An
 
         cache.attach(module, load_dropped)
     return module, where
+
+
+def module_inputs(run: TrainRun) -> dict[str, Any]:
+    """The run's settings the pipeline's units and the loss read (the module's extra inputs)."""
+    c = run.config
+    return {
+        "use_gradient_checkpointing": c.gradient_checkpointing, "use_gradient_checkpointing_offload": c.gradient_checkpointing_offload,
+        "use_gradient_checkpointing_policy": c.gradient_checkpointing_policy,
+        **{name: getattr(c, name) for name in LOSS_INPUTS}, **run.options,
+    }  # fmt: skip
 
 
 def _merge_before_quantizing(c: Any) -> bool:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 SPATIAL = 8  # Wan VAE: 8x spatial, 4x temporal compression
 TEMPORAL = 4
+PATCH = 2  # the DiT's spatial patch (patch_size (1, 2, 2) in every Wan2.1 release)
 
 
 def latent_stats(vae: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

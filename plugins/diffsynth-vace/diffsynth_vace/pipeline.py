@@ -119,7 +119,7 @@ class WanVacePipeline(BasePipeline):
 
     def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
         return encode_prompt(
-            self.text_encoder, self.tokenizer, prompts, self.device, self.dit.dtype
+            self.text_encoder, self.tokenizer, prompts, self.device, self.torch_dtype
         )
 
     def clips_to_tensor(

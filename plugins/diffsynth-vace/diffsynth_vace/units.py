@@ -30,6 +30,7 @@ import torch
 from diffsynth_core import ConfigError, PipelineUnit
 
 from .conditioning import (
+    PATCH,
     TEMPORAL,
     encode_latents,
     fit_on_canvas,
@@ -126,9 +127,11 @@ class WanVaceConditioning(PipelineUnit):
         video = pipe.clips_to_tensor(videos, height, width, fill=0.0, frames=num_frames)
         mask = pipe.clips_to_tensor(masks, height, width, fill=1.0, frames=num_frames)
         mask = ((mask + 1) / 2).clamp(0, 1)
-        patch = pipe.dit.config.patch_size[1]
+        # `diffsynth cache` runs this unit without the DiT loaded: its patch size is every Wan
+        # release's 1x2x2 then, and the context takes the pipeline's dtype (the DiT's)
+        patch = pipe.dit.config.patch_size[1] if pipe.dit is not None else PATCH
         context = vace_context(pipe.vae, video, mask, reference_pixels, patch, self.zero_latents)
-        return {"vace_context": context.to(pipe.dit.dtype)}
+        return {"vace_context": context.to(pipe.torch_dtype)}
 
 
 class WanVaceNoise(PipelineUnit):
@@ -211,7 +214,7 @@ class WanVaceInputVideo(PipelineUnit):
                 for r in range(reference_pixels.shape[1])
             ]
             latents = torch.cat([*refs[::-1], latents], dim=2)
-        return {"input_latents": latents.to(pipe.dit.dtype)}
+        return {"input_latents": latents.to(pipe.torch_dtype)}
 
 
 class WanVacePrompt(PipelineUnit):
