@@ -30,6 +30,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the image black
 
 
+def single_file_options(function: Any) -> Any:
+    """``--transformer``, ``--text-encoder`` and ``--vae``: train's settings of those names
+    (declared once, in training/settings.py)."""
+    from ..training.settings import BY_NAME, click_option
+    from .run.presets import COMPONENT_FLAGS
+
+    for name in reversed(tuple(COMPONENT_FLAGS)):
+        decls, kwargs = click_option(BY_NAME[name])
+        function = click.option(*decls, **kwargs)(function)
+    return function
+
+
 @click.command(
     "generate",
     cls=FamilyCommand,  # `--model NAME --help` lists the family's options too
@@ -96,6 +108,7 @@ MAX_LORA_SCALE = 100.0  # far past any useful strength; 1e30 only turns the imag
     help="weight dtype [bfloat16 on cuda, float32 on cpu]",
 )
 @click.option("--allow-pickle", is_flag=True, help="allow loading pickle weights you trust")
+@single_file_options
 @click.pass_context
 def generate(ctx: click.Context, **flags: Any) -> None:
     """Generate an image (or video) with a model family and optional LoRA files."""
@@ -218,13 +231,16 @@ def _load_pipeline(family: Any, flags: dict[str, Any], options: dict[str, Any]) 
     import torch
 
     from ..pipeline import load_pipeline
-    from .run.presets import model_configs
+    from .run.presets import COMPONENT_FLAGS, model_configs
 
     device = flags["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(
         torch, flags["dtype"] or ("bfloat16" if device.startswith("cuda") else "float32")
     )
-    configs, _ = model_configs(family, flags["model_path"], flags["preset"], flags["allow_pickle"])
+    files = {flag: flags[flag] for flag in COMPONENT_FLAGS}
+    configs, _ = model_configs(
+        family, flags["model_path"], flags["preset"], flags["allow_pickle"], files
+    )
     pipe = load_pipeline(
         family, configs, device=device, torch_dtype=dtype, options=options, purpose="generate"
     )

@@ -172,3 +172,27 @@ def test_musubi_tuners_single_file_keys_convert_to_ours(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert 'transformer = "/m/qwen_image_bf16.safetensors"' in done.output.splitlines()
     assert 'vae = "/m/vae.safetensors"' in done.output.splitlines()
+
+
+@pytest.mark.slow
+def test_generate_takes_the_transformer_from_one_file(tiny: Path) -> None:
+    """`diffsynth generate --transformer FILE`: the file's DiT makes the image (the folder's
+    weights in a file give the folder's image; other weights another one)."""
+    import numpy as np
+    from PIL import Image
+
+    weights = _weights(tiny, "transformer")
+    same = _write(tiny, "gen_same.safetensors", weights)
+    other = _write(tiny, "gen_other.safetensors", {k: v * 1.5 if v.dim() == 2 else v for k, v in weights.items()})
+
+    def image(*flags: str) -> np.ndarray:
+        out = tiny / f"gen-{len(list(tiny.glob('gen-*.png')))}.png"
+        args = ["generate", "--model", "qwen-image", "--preset", "tiny", "--prompt", "a cat",
+                "--height", "32", "--width", "32", "--steps", "2", "--output", str(out), *flags]  # fmt: skip
+        done = CliRunner().invoke(build_cli(), args)
+        assert done.exit_code == 0, done.output
+        return np.asarray(Image.open(out), dtype=np.int16)
+
+    folder = image()
+    assert np.array_equal(image("--transformer", str(same)), folder)
+    assert np.abs(image("--transformer", str(other)) - folder).max() > 8
