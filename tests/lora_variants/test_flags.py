@@ -99,3 +99,15 @@ def test_merge_lora_into_an_fp8_base_merges_before_quantizing(
             to_base = (got - base[name].weight.float()).norm()
             closer += bool(to_merged < to_base)
     assert closer == 10  # every merged layer holds the merge (within fp8's rounding)
+
+
+def test_the_start_up_summary_names_the_adapter() -> None:
+    from types import SimpleNamespace
+
+    from diffsynth_core.cli.run.summary import adapter_name
+
+    def name(**flags: Any) -> str:
+        return adapter_name(SimpleNamespace(**{"lora_type": "lora", "use_dora": False, "use_rslora": False, **flags}))
+
+    assert name() == "LoRA" and name(lora_type="lokr") == "LoKr" and name(lora_type="loha") == "LoHa"
+    assert name(use_dora=True, use_rslora=True) == "LoRA (DoRA, rsLoRA)"

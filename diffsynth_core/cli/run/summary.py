@@ -38,6 +38,16 @@ def settings_lines(config: Any) -> list[str]:
     return [f"  {section:<12}: {', '.join(items)}" for section, items in sections.items()]
 
 
+ADAPTERS = {"lora": "LoRA", "lokr": "LoKr", "loha": "LoHa"}
+
+
+def adapter_name(c: Any) -> str:
+    """``LoRA``, ``LoKr`` or ``LoHa``, with DoRA / rsLoRA when asked for (the summary's word)."""
+    name = ADAPTERS.get(c.lora_type, c.lora_type)
+    extras = [label for label, on in (("DoRA", c.use_dora), ("rsLoRA", c.use_rslora)) if on]
+    return f"{name} ({', '.join(extras)})" if extras else name
+
+
 def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator: Any) -> str:
     """Family, model files, trainable parameters, data, effective batch, steps, output, and
     every other setting not at its default."""
@@ -47,7 +57,7 @@ def startup_summary(run: Any, where: str, module: Any, dataset: Any, accelerator
     c, family = run.config, run.family
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     what = (
-        f"LoRA rank {c.lora_rank} on {c.lora_base_model} ({c.lora_target_modules})"
+        f"{adapter_name(c)} rank {c.lora_rank} on {c.lora_base_model} ({c.lora_target_modules})"
         if c.lora_base_model
         else ""
     )
