@@ -15,6 +15,7 @@ freshly loaded pipeline predicts what the LoRA-injected pipeline predicts.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,13 @@ def default_sample(family: Any, height: int, width: int) -> dict[str, Any]:
     return sample
 
 
-def _prediction(pipe: Any, data: dict[str, Any]) -> torch.Tensor:
+def _prediction(pipe: Any, data: dict[str, Any], inputs: Mapping[str, Any]) -> torch.Tensor:
     """``model_fn`` on fixed noise and timestep: the quantity LoRA must change identically."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(0)
         shared, posi, nega = pipe.training_inputs(data)
         shared, posi, nega = pipe.run_units(
-            {"cfg_scale": 1, "rand_device": pipe.device, **shared}, posi, nega
+            {"cfg_scale": 1, "rand_device": pipe.device, **shared, **inputs}, posi, nega
         )
         x0 = shared["input_latents"]
         noise = torch.randn_like(x0)
@@ -77,11 +78,16 @@ def check_family_conformance(
     height: int = 64,
     width: int = 64,
     lora_rank: int = 4,
+    inputs: Mapping[str, Any] | None = None,
 ) -> ConformanceReport:
-    """Run every check on ``family_name`` (installed or registered); raises ConformanceError."""
+    """Run every check on ``family_name`` (installed or registered); raises ConformanceError.
+
+    ``inputs``: pipeline inputs given to every training step and generation, such as a family
+    option's value (``{"edit_image_pixels": 4096}``: a small edit image, for a fast check)."""
+    inputs = dict(inputs or {})
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="diffsynth-conformance-") as tmp:
-            return check_family_conformance(family_name, tmp, sample, height, width, lora_rank)
+            return check_family_conformance(family_name, tmp, sample, height, width, lora_rank, inputs)
     from ..plugins import get_plugin_manager
 
     family = get_plugin_manager().get_family(family_name)
@@ -92,11 +98,11 @@ def check_family_conformance(
     assert build_tiny is not None  # check() raised otherwise
     build_tiny(folder)
     data = sample or default_sample(family, height, width)
-    module = _training_module(report, family, folder, lora_rank)
+    module = _training_module(report, family, folder, lora_rank, inputs)
     _check_blocks(report, family, module.pipe)
     _check_training_step(report, module, data)
-    _check_inference(report, module.pipe, height, width)
-    _check_lora_round_trip(report, family, module, folder, data)
+    _check_inference(report, family, module.pipe, height, width, {**data, **inputs}, inputs)
+    _check_lora_round_trip(report, family, module, folder, data, inputs)
     return report
 
 
@@ -123,7 +129,9 @@ def _load(family: Any, folder: Path) -> Any:
     return load_pipeline(family, model_path=str(folder))
 
 
-def _training_module(report: ConformanceReport, family: Any, folder: Path, lora_rank: int) -> Any:
+def _training_module(
+    report: ConformanceReport, family: Any, folder: Path, lora_rank: int, inputs: Mapping[str, Any]
+) -> Any:
     from ..pipeline import BasePipeline
     from ..plugins import get_plugin_manager
     from ..training.module import PipelineTrainingModule, switch_pipe_to_training_mode
@@ -142,7 +150,7 @@ def _training_module(report: ConformanceReport, family: Any, folder: Path, lora_
         lora_target_modules=d.lora_target_modules,
         lora_rank=lora_rank,
     )
-    extra = {"use_gradient_checkpointing": d.gradient_checkpointing}
+    extra = {"use_gradient_checkpointing": d.gradient_checkpointing, **inputs}
     return PipelineTrainingModule(pipe, get_plugin_manager().get_loss("sft"), extra)
 
 
@@ -167,13 +175,28 @@ def _check_training_step(report: ConformanceReport, module: Any, data: dict[str,
     report.check(bool(changed), "training step", "one optimizer step changed no trainable weight")
 
 
-def _check_inference(report: ConformanceReport, pipe: Any, height: int, width: int) -> None:
+def _call_inputs(family: Any, pipe: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The sample's required columns that the pipeline's ``__call__`` takes by name (an edit
+    family's ``edit_image``): the inputs without which it cannot generate."""
+    import inspect
+
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    named = {n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    wanted = set(family.defaults.required_columns) - {"prompt"}
+    return {key: value for key, value in data.items() if key in wanted and key in named}
+
+
+def _check_inference(
+    report: ConformanceReport, family: Any, pipe: Any, height: int, width: int,
+    data: dict[str, Any], inputs: Mapping[str, Any],
+) -> None:
     from ..training.sampling import untouched_training_state
 
     with untouched_training_state(pipe):
         result = pipe(
-            prompt="a test picture", height=height, width=width, seed=0, num_inference_steps=2
-        )
+            prompt="a test picture", height=height, width=width, seed=0, num_inference_steps=2,
+            **_call_inputs(family, pipe, data), **inputs,
+        )  # fmt: skip
     frames = result if isinstance(result, list) else [result]
     sizes = {getattr(f, "size", None) for f in frames}
     report.check(
@@ -182,7 +205,8 @@ def _check_inference(report: ConformanceReport, pipe: Any, height: int, width: i
 
 
 def _check_lora_round_trip(
-    report: ConformanceReport, family: Any, module: Any, folder: Path, data: dict[str, Any]
+    report: ConformanceReport, family: Any, module: Any, folder: Path, data: dict[str, Any],
+    inputs: Mapping[str, Any],
 ) -> None:
     from ..lora.inject import lora_state_dict, merge_lora, read_lora_file
     from ..training.logger import ModelLogger
@@ -194,7 +218,7 @@ def _check_lora_round_trip(
             if "lora_" in name:  # random, not zero: B starts at zero and would hide mistakes
                 param.normal_(0, 0.05)
     expected = lora_state_dict(getattr(module.pipe, base_name))
-    trained = _prediction(module.pipe, data)
+    trained = _prediction(module.pipe, data, inputs)
     for export_format in ("diffusers", "comfyui", "peft"):
         logger = ModelLogger(
             folder.parent / export_format,
@@ -211,9 +235,9 @@ def _check_lora_round_trip(
         report.check(
             same, f"LoRA export ({export_format})", f"{path} does not read back to the trained LoRA"
         )
-        untouched = _prediction(_training_mode(fresh), data)
+        untouched = _prediction(_training_mode(fresh), data, inputs)
         merge_lora(getattr(fresh, base_name), back)
-        merged = _prediction(fresh, data)
+        merged = _prediction(fresh, data, inputs)
         report.check(
             not torch.allclose(untouched, trained, atol=1e-4),
             "LoRA effect",
