@@ -1,8 +1,10 @@
 """What a run reports as it goes: progress bar, ``logs/metrics.csv``, TensorBoard, ``loss.png``.
 
-Only the main process writes or draws. The CSV is always written (flushed every row, so a
-killed run keeps its log); on resume, rows past the resumed step are dropped so the log reads
-like one unbroken run. The trackers (TensorBoard when installed, or ``--report-to``) are
+Only the main process writes or draws. The CSV is always written, one row per optimizer
+step, flushed as written (a killed run keeps its log). The rows arrive when the host reads the
+losses (every ``--log-every`` steps and before each save: :mod:`.step_checks`), each with its
+own step's time. On resume, rows past the resumed step are dropped so the log reads like one
+unbroken run. The trackers (TensorBoard when installed, or ``--report-to``) are
 accelerate's (:mod:`.trackers`); the plot needs matplotlib and is skipped with a note otherwise.
 
 ``logs/validation.csv`` holds the validation losses (:mod:`.validation`); ``loss.png`` shows
