@@ -20,7 +20,7 @@ from .common import FamilyCommand
 SHARED = (
     "model", "dataset", "metadata", "model_path", "preset", "allow_pickle", "mixed_precision",
     "height", "width", "max_pixels", "num_frames", "data_file_keys", "on_bad_sample",
-    "trainable_models", "lora_base_model",
+    "trainable_models", "lora_base_model", "base_precision",
 )  # fmt: skip
 
 
