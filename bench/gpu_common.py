@@ -133,3 +133,40 @@ def selected(variants: tuple[Variant, ...], only: str | None) -> list[Variant]:
     words = [w.strip() for w in only.split(",") if w.strip()]
     return [v for v in variants if any(w in f"{v.label()} {v.checkpointing} b{v.batch}" for w in words)]
 
+
+
+def bare_lora(dit: Any, targets: str, variant: Variant, backend: str) -> tuple[Any, Any, Any]:
+    """The bare loop's setup: peft LoRA rank 32 on ``targets`` of a frozen diffusers model,
+    checkpointing and regional compilation as ``variant`` says, fp32 LoRA weights and fused
+    AdamW; (model, LoRA parameters, optimizer)."""
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+
+    dit = inject_adapter_in_model(LoraConfig(r=32, lora_alpha=32, target_modules=targets.split(",")), dit)
+    if variant.checkpointing != "off":
+        dit.enable_gradient_checkpointing()
+    if variant.compile:
+        dit.compile_repeated_blocks(backend=backend)
+    params = [p.requires_grad_(True) for n, p in dit.named_parameters() if "lora_" in n]
+    for p in params:
+        p.data = p.data.float()
+    return dit, params, torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+
+def add_common_arguments(parser: Any, steps: int, warmup: int) -> None:
+    """The options both benchmarks take (device, dtype, timing, selection, output)."""
+    import os
+
+    parser.add_argument("--device", default=os.environ.get("DEVICE", "cuda"))
+    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--only", default=None, help="comma list of words; variants whose label has one")
+    parser.add_argument("--compile-backend", default="inductor", help="aot_eager for a quick CPU check")
+    parser.add_argument("--out", type=Path, default=None, help="append the table here as it grows")
+    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the matrix rate MFU divides by")
+
+
+def finish_arguments(args: Any) -> Any:
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    return args

@@ -44,7 +44,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import HEADER, Results, Variant, free, row, selected, skipped, timed  # noqa: E402
+from gpu_common import (  # noqa: E402
+    HEADER,
+    Results,
+    Variant,
+    add_common_arguments,
+    bare_lora,
+    finish_arguments,
+    free,
+    row,
+    selected,
+    skipped,
+    timed,
+)  # fmt: skip
 
 TARGETS = "to_q,to_k,to_v,add_q_proj,add_k_proj,add_v_proj"
 GUARD_EVERY = 10  # the runner's default --log-every with fused AdamW
@@ -216,21 +228,12 @@ def bare(args: argparse.Namespace, text_dim: int, tokens: int, variant: Variant)
     """diffusers + peft + AdamW, no diffsynth code; same config and token counts."""
     import torch
     from diffusers import QwenImageTransformer2DModel
-    from peft import LoraConfig, inject_adapter_in_model
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     with torch.device(device):
         dit = _cast(QwenImageTransformer2DModel(**dit_config(args, text_dim)), dtype).requires_grad_(False)
-    dit = inject_adapter_in_model(LoraConfig(r=32, lora_alpha=32, target_modules=TARGETS.split(",")), dit)
-    if variant.checkpointing != "off":
-        dit.enable_gradient_checkpointing()
-    if variant.compile:
-        dit.compile_repeated_blocks(backend=args.compile_backend)
-    params = [p.requires_grad_(True) for n, p in dit.named_parameters() if "lora_" in n]
-    for p in params:
-        p.data = p.data.float()
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    dit, _params, optimizer = bare_lora(dit, TARGETS, variant, args.compile_backend)
     side = args.size // 16  # 8x VAE, 2x2 patches
     text = tokens - side * side
     b = variant.batch
@@ -262,18 +265,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=width // 32 if width else 24)
     parser.add_argument("--head-dim", type=int, default=32 if width else 128, choices=(32, 64, 128))
     parser.add_argument("--size", type=int, default=int(env.get("SIZE", 64 if width else 1024)))
-    parser.add_argument("--device", default=env.get("DEVICE", "cuda"))
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on the CPU")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--only", default=None, help="comma list of words; variants whose label has one")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
-    parser.add_argument("--compile-backend", default="inductor", help="aot_eager for a quick CPU check")
-    parser.add_argument("--out", type=Path, default=None, help="append the table here as it grows")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the matrix rate MFU divides by")
-    args = parser.parse_args()
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    return args
+    add_common_arguments(parser, steps=6, warmup=2)
+    return finish_arguments(parser.parse_args())
 
 
 def main() -> None:

@@ -33,7 +33,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import HEADER, Results, Variant, free, row, selected, skipped, timed  # noqa: E402
+from gpu_common import (  # noqa: E402
+    HEADER,
+    Results,
+    Variant,
+    add_common_arguments,
+    bare_lora,
+    finish_arguments,
+    free,
+    row,
+    selected,
+    skipped,
+    timed,
+)  # fmt: skip
 
 V = Variant
 VARIANTS: tuple[Variant, ...] = (
@@ -121,7 +133,6 @@ def ours(args: argparse.Namespace, tiny: Path, variant: Variant) -> tuple[float,
 def bare(args: argparse.Namespace, text_dim: int, variant: Variant) -> tuple[float, float | None]:
     import torch
     from diffusers import WanVACETransformer3DModel
-    from peft import LoraConfig, inject_adapter_in_model
 
     from diffsynth_vace.family import LORA_TARGETS
 
@@ -129,15 +140,7 @@ def bare(args: argparse.Namespace, text_dim: int, variant: Variant) -> tuple[flo
     torch.manual_seed(0)
     with torch.device(device):
         dit = WanVACETransformer3DModel(**dit_config(args, text_dim)).to(dtype).requires_grad_(False)
-    config = LoraConfig(r=32, lora_alpha=32, target_modules=LORA_TARGETS.split(","))
-    dit = inject_adapter_in_model(config, dit)
-    dit.enable_gradient_checkpointing()
-    if variant.compile:
-        dit.compile_repeated_blocks(backend=args.compile_backend)
-    params = [p.requires_grad_(True) for n, p in dit.named_parameters() if "lora_" in n]
-    for p in params:
-        p.data = p.data.float()
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    dit, _params, optimizer = bare_lora(dit, LORA_TARGETS, variant, args.compile_backend)
     frames, rows, cols = latent_shape(args)
     x0 = torch.randn(1, 16, frames, rows, cols, device=device, dtype=dtype)
     control = torch.randn(1, 96, frames, rows, cols, device=device, dtype=dtype)
@@ -168,17 +171,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=int(env.get("FRAMES", 5 if width else 81)))
     parser.add_argument("--height", type=int, default=32 if width else 480)
     parser.add_argument("--width", type=int, default=32 if width else 832)
-    parser.add_argument("--device", default=env.get("DEVICE", "cuda"))
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on the CPU")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--only", default=None)
-    parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--peak-tflops", type=float, default=790.0)
-    args = parser.parse_args()
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    return args
+    add_common_arguments(parser, steps=3, warmup=1)
+    return finish_arguments(parser.parse_args())
 
 
 def main() -> None:

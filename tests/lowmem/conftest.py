@@ -64,3 +64,21 @@ def run_train(**settings: Any) -> Path:
 def losses(output: Path) -> list[float]:
     with (output / "logs" / "metrics.csv").open() as handle:
         return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def train_in_subprocess(qwen_tiny: Path, images: Path, output: Path, *flags: str) -> Any:
+    """``diffsynth train`` on the tiny Qwen-Image in a fresh process (its own imports and
+    output, as a user sees them), 32x32, LoRA rank 4; the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    args = [
+        "train", "--model", "qwen-image", "--model-path", str(qwen_tiny), "--dataset", str(images),
+        "--output", str(output), "--height", "32", "--width", "32", "--lora-rank", "4", *flags,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFSYNTH_")}
+    return subprocess.run(
+        [sys.executable, "-c", "from diffsynth_core.cli.main import main; main()", *args],
+        capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip

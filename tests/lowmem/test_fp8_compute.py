@@ -3,9 +3,6 @@ linear layer, what autograd keeps, LoRA on top, and a run through the CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,8 @@ from safetensors.torch import load_file
 from diffsynth_core.errors import ConfigError
 from diffsynth_core.training.fp8_compute import Fp8Linear, quantize_rows
 from diffsynth_core.training.quantize import check_device_runs, quantize_model, weight_bytes
+
+from .conftest import train_in_subprocess
 
 # measured relative error (Frobenius) on the data of _layer and _inputs: 3.7% forward, 3.5%
 # grad_input (e4m3 x e4m3, one scale per row of each operand); scales per input column instead
@@ -262,16 +261,8 @@ def test_a_lora_on_an_fp8_compute_base_follows_the_full_run_and_saves_the_same_k
 def test_an_fp8_compute_run_through_the_cli_prints_what_it_replaced(
     qwen_tiny: Path, images: Path, tmp_path: Path
 ) -> None:
-    args = [
-        "train", "--model", "qwen-image", "--model-path", str(qwen_tiny), "--dataset", str(images),
-        "--output", str(tmp_path / "run"), "--max-steps", "3", "--height", "32", "--width", "32",
-        "--lora-rank", "4", "--base-precision", "fp8-compute", "--mixed-precision", "bf16",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFSYNTH_")}
-    done = subprocess.run(
-        [sys.executable, "-c", "from diffsynth_core.cli.main import main; main()", *args],
-        capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )  # fmt: skip
+    done = train_in_subprocess(qwen_tiny, images, tmp_path / "run", "--max-steps", "3",
+                               "--base-precision", "fp8-compute", "--mixed-precision", "bf16")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "base precision fp8-compute: dit: 28 linear layers" in done.stdout + done.stderr
     saved = load_file(str(tmp_path / "run" / "final.safetensors"))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from .conftest import train_in_subprocess
 
 # what torchao, torch and peft print on import or on wrapping a quantized layer, which says
 # nothing to a user (GPU extensions a CPU build lacks, deprecations, in-place merging)
@@ -19,16 +18,8 @@ NOISE = ("Failed to load", "register_constant", "Unable to import `torchao`", "T
 def test_an_int8_run_prints_what_it_quantized_and_no_library_noise(
     qwen_tiny: Path, images: Path, tmp_path: Path
 ) -> None:
-    args = [
-        "train", "--model", "qwen-image", "--model-path", str(qwen_tiny), "--dataset", str(images),
-        "--output", str(tmp_path / "run"), "--max-steps", "2", "--height", "32", "--width", "32",
-        "--lora-rank", "4", "--base-precision", "int8", "--save-dtype", "bf16",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFSYNTH_")}
-    done = subprocess.run(
-        [sys.executable, "-c", "from diffsynth_core.cli.main import main; main()", *args],
-        capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )  # fmt: skip
+    done = train_in_subprocess(qwen_tiny, images, tmp_path / "run", "--max-steps", "2",
+                               "--base-precision", "int8", "--save-dtype", "bf16")  # fmt: skip
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert "base precision int8: dit: 28 linear layers, 1.3 -> 0.5 MiB" in output
