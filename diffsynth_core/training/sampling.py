@@ -87,6 +87,25 @@ def untouched_training_state(pipe: BasePipeline) -> Iterator[None]:
         pipe.scheduler = scheduler
 
 
+STRIP_FRAMES = 4  # frames of a sample clip shown to the trackers, evenly spaced
+
+
+def frame_strip(frames: list[Any], count: int = STRIP_FRAMES) -> Any:
+    """``count`` evenly spaced frames of a clip (the first and the last among them) side by
+    side in one image: what an image tracker can show of a sample video (the .mp4 is on disk)."""
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("a clip without frames")
+    picks = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(count)})
+    chosen = [frames[i].convert("RGB") for i in picks]
+    width, height = chosen[0].size
+    strip = Image.new("RGB", (width * len(chosen), height))
+    for index, frame in enumerate(chosen):
+        strip.paste(frame, (index * width, 0))
+    return strip
+
+
 class SampleRenderer:
     """Makes the sample images of a run (see the module docstring)."""
 
@@ -149,8 +168,8 @@ class SampleRenderer:
                 for i, prompt in enumerate(self.prompts):
                     path, result = self._one(pipe, step, i, prompt)
                     paths.append(path)
-                    if not isinstance(result, list):  # a clip's frames: the .mp4 only
-                        images[f"samples/{i}"] = result
+                    # a clip: the trackers get a strip of its frames (they take images)
+                    images[f"samples/{i}"] = frame_strip(result) if isinstance(result, list) else result
             trackers = getattr(self.progress, "trackers", None)
             if trackers is not None:
                 trackers.log_images(images, step)

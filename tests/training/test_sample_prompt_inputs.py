@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from diffsynth_core.errors import ConfigError
 from diffsynth_core.training.sample_prompts import SamplePrompt
@@ -74,3 +75,68 @@ def test_the_renderer_passes_the_inputs_to_the_pipeline(tmp_path: Path) -> None:
     assert calls[0]["prompt"] == "plain" and "edit_image" not in calls[0]
     assert calls[1]["prompt"] == "edit" and calls[1]["edit_image"] == "IMG"
     assert calls[1]["seed"] == 1 and calls[1]["height"] == 32
+
+
+def test_a_sample_clip_reaches_the_trackers_as_a_strip_of_its_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trackers take images: a video family's sample goes to them as 4 evenly spaced frames
+    (first and last included) side by side; the .mp4 is written as before."""
+    from PIL import Image
+
+    from diffsynth_core.training.sampling import frame_strip
+
+    frames = [Image.new("RGB", (8, 6), (i * 20, 0, 0)) for i in range(9)]
+    strip = frame_strip(frames)
+    assert strip.size == (32, 6)
+    assert [strip.getpixel((x * 8 + 1, 1))[0] for x in range(4)] == [0, 60, 100, 160]  # 0, 3, 5, 8
+    assert frame_strip(frames[:2]).size == (16, 6)  # a short clip: each frame once
+
+    logged: dict[str, Any] = {}
+
+    class Trackers:
+        def log_images(self, images: dict[str, Any], step: int) -> None:
+            logged.update(images)
+
+    class Progress:
+        trackers = Trackers()
+
+        def paused(self, label: str) -> Any:
+            from contextlib import nullcontext
+
+            return nullcontext()
+
+    class Pipe:
+        def __call__(self, **kwargs: Any) -> list[Any]:
+            return frames
+
+    class Module(torch.nn.Module):
+        pipe = Pipe()
+
+    class Accelerator:
+        is_main_process = True
+
+        def unwrap_model(self, model: Any) -> Any:
+            return model
+
+        def autocast(self) -> Any:
+            from contextlib import nullcontext
+
+            return nullcontext()
+
+        def wait_for_everyone(self) -> None:
+            pass
+
+    from contextlib import nullcontext
+
+    import diffsynth_core.data.video as video
+    from diffsynth_core.training import sampling
+
+    saved: dict[str, Path] = {}
+    monkeypatch.setattr(video, "save_video", lambda result, path: saved.setdefault("mp4", path))
+    monkeypatch.setattr(sampling, "untouched_training_state", lambda pipe: nullcontext())
+    renderer = SampleRenderer([SamplePrompt("a clip")], 1, tmp_path, 6, 8)
+    renderer.progress = Progress()
+    renderer.render(Accelerator(), Module(), 3)  # type: ignore[arg-type]
+    assert saved["mp4"].suffix == ".mp4"
+    assert logged["samples/0"].size == (32, 6)
