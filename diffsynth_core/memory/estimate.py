@@ -9,9 +9,8 @@ checks that against real tensors.
 
 The settings that do not change the traced step are applied by their analytic amount:
 ``base_precision`` fp8/int8 (each quantized Linear weight of the blocks takes 1 byte plus a
-4-byte scale per output row; torchao's linear keeps the bf16 weight it dequantized for
-backward: one block's under gradient checkpointing, every quantized layer's without; nf4
-dequantizes one layer's weight at a time;
+4-byte scale per output row, and one layer's weight is dequantized at a time, in forward and
+again in backward: a temporary;
 fp8-compute stores the same, and its temporary is one layer's transposed fp8 weight),
 ``blocks_to_swap`` (the GPU holds the other blocks and ~2 in flight), ``cache`` (without it
 the frozen text encoder and VAE weights are on the GPU, and the VAE encode's activations
@@ -134,17 +133,10 @@ class Estimator:
             rows = sizes["quantized_rows"] * 4 if s.base_precision != "nf4" else 0
             per_weight = QUANT_BYTES[s.base_precision]
             quant_saving = int(sizes["quantized"] * (s.weight_bytes - per_weight) - rows)
-            if s.base_precision == "fp8-compute":  # one transposed fp8 weight (backward)
-                temporaries += one.sizes["largest_linear"]
-            elif s.base_precision == "nf4":  # one dequantized weight at a time
-                temporaries += one.sizes["largest_linear"] * 2
-            else:
-                # torchao's fp8/int8 linear saves the bf16 weight it dequantized for backward
-                # (measured with saved-tensor hooks): one block's under checkpointing (its
-                # recompute), every quantized layer's without
-                saved = sizes["quantized"] if not s.gradient_checkpointing else (
-                    sizes["quantized"] / self.spec.num_blocks)
-                temporaries += int(saved * 2)
+            # one dequantized weight at a time (training/quantize.py keeps no bf16 copy for
+            # backward); fp8-compute: one transposed fp8 weight (backward)
+            temporary = 1 if s.base_precision == "fp8-compute" else 2
+            temporaries += one.sizes["largest_linear"] * temporary
         per_block = (sizes["block_weights"] - quant_saving) / self.spec.num_blocks
         swap_saving = int(max(0, min(s.blocks_to_swap, self.spec.num_blocks) - 2) * per_block)
         optimizer = at("peak", "optimizer") // (4 if s.eight_bit_optimizer else 1)

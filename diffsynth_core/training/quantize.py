@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import types
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -169,7 +170,40 @@ def quantize_model(
     chosen = set(names)
     config = _torchao_config(precision)
     quantize_(model, config, filter_fn=lambda _module, fqn: fqn in chosen)
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.forward = types.MethodType(_frozen_quantized_forward, layer)
     return names
+
+
+class _FrozenQuantizedLinear(torch.autograd.Function):
+    """``F.linear`` over a frozen torchao-quantized weight that keeps only that weight for
+    backward.
+
+    Written by hand because torchao has no such option: its weight-only fp8/int8 linear
+    dequantizes the weight to bf16 inside the product, and autograd keeps that bf16 copy until
+    the layer's backward (measured with saved-tensor hooks): a block's worth of bf16 weights
+    under gradient checkpointing, a bf16 copy of every quantized layer without it -- most of
+    what storing the base in 8 bits saves. Here the forward is torchao's own call (the same
+    output, bit for bit), and backward dequantizes the weight again, one layer at a time. The
+    weight is frozen, so only the input's gradient is computed."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)  # the quantized tensor itself: no copy
+        return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (weight,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        return grad @ weight.dequantize().to(grad.dtype), None, None
+
+
+def _frozen_quantized_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    result: torch.Tensor = _FrozenQuantizedLinear.apply(x, self.weight, self.bias)
+    return result
 
 
 def check_device_runs(precision: str | None, device: str | torch.device) -> None:
