@@ -161,7 +161,7 @@ def ours(args: argparse.Namespace, tiny: Path, variant: Variant) -> tuple[float,
     one = _sample(args)
     data = one if variant.batch == 1 else {k: [v] * variant.batch for k, v in one.items()}
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    guard = _guard(optimizer, device, variant.host_read)
+    guard = _Guard(optimizer, device, variant.host_read)
 
     def step() -> None:
         with autocast:
@@ -218,10 +218,6 @@ class _Guard:
         self.position = self.position.after_step(batch=self.position.batch + 1)
         if not self.host:
             self.checks.step_done(self.position, 0, 1e-4, self.norm, 1)
-
-
-def _guard(optimizer: Any, device: Any, host: bool) -> _Guard:
-    return _Guard(optimizer, device, host)
 
 
 def bare(args: argparse.Namespace, text_dim: int, tokens: int, variant: Variant) -> tuple[float, float | None]:
